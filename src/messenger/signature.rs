@@ -61,14 +61,23 @@ mod tests {
             verify("s3cret", b"{\"object\":\"page\"}", Some(&header)),
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(verify("other", body, Some(&header)), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify("other", body, Some(&header)),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn missing_and_malformed_headers_are_told_apart() {
         assert_eq!(verify("k", b"x", None), Err(SignatureError::Missing));
-        assert_eq!(verify("k", b"x", Some("sha1=abcd")), Err(SignatureError::Malformed));
-        assert_eq!(verify("k", b"x", Some("sha256=zz")), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify("k", b"x", Some("sha1=abcd")),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify("k", b"x", Some("sha256=zz")),
+            Err(SignatureError::Malformed)
+        );
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! Matching what people type against configured phrases.
+//!
+//! Case, accents, punctuation and surrounding or repeated spaces are ignored, so "  Back to
+//! BOT! " and "back to bot" match. `#` is kept: an agent's `#bot` must not match a plain "bot".
+
+pub fn normalize(text: &str) -> String {
+    let ascii = deunicode::deunicode(text).to_lowercase();
+    let mut out = String::with_capacity(ascii.len());
+    for word in ascii
+        .split(|c: char| c.is_whitespace() || (c.is_ascii_punctuation() && c != '#'))
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// Phrases prepared once, from settings.
+#[derive(Clone, Debug, Default)]
+pub struct PhraseSet {
+    normalized: Vec<String>,
+}
+
+impl PhraseSet {
+    pub fn new<S: AsRef<str>>(phrases: &[S]) -> Self {
+        let normalized = phrases
+            .iter()
+            .map(|p| normalize(p.as_ref()))
+            .filter(|p| !p.is_empty())
+            .collect();
+        Self { normalized }
+    }
+
+    /// The whole message is one of the phrases.
+    pub fn matches(&self, text: &str) -> bool {
+        let candidate = normalize(text);
+        !candidate.is_empty() && self.normalized.contains(&candidate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_accents_punctuation_and_spaces_are_ignored() {
+        let set = PhraseSet::new(&["back to bot", "talk to the bot"]);
+        for text in [
+            "Back to bot!",
+            "  BACK   to bot ",
+            "báck tó bót?!",
+            "Talk to the bot.",
+        ] {
+            assert!(set.matches(text), "{text}");
+        }
+        for text in ["back to the bot please", "bot", "", "!!!"] {
+            assert!(!set.matches(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn hash_is_significant_for_agent_phrases() {
+        let set = PhraseSet::new(&["#bot"]);
+        assert!(set.matches("#BOT"));
+        assert!(set.matches(" #bot. "));
+        assert!(!set.matches("bot"));
+    }
+}

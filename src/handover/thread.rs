@@ -1,0 +1,127 @@
+//! One conversation (Page + PSID) as the store keeps it.
+
+use serde_json::Value;
+
+use crate::jobs::payload::WelcomeKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// The bot app owns the thread.
+    Bot,
+    /// A pass to the inbox is queued or running.
+    Passing,
+    /// A human (the inbox) or another app owns the thread.
+    Human,
+    /// A take back to the bot is queued or running.
+    Returning,
+    /// Nobody owns the thread (Conversation Routing's idle state).
+    Idle,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bot => "BOT",
+            Self::Passing => "PASSING",
+            Self::Human => "HUMAN",
+            Self::Returning => "RETURNING",
+            Self::Idle => "IDLE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "BOT" => Self::Bot,
+            "PASSING" => Self::Passing,
+            "HUMAN" => Self::Human,
+            "RETURNING" => Self::Returning,
+            "IDLE" => Self::Idle,
+            _ => return None,
+        })
+    }
+}
+
+/// Why the thread is coming back to the bot: decides the welcome text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnReason {
+    /// The user asked on Messenger (phrase or postback).
+    User,
+    /// An agent typed an agent return phrase.
+    Agent,
+    /// No agent message for `AGENT_IDLE_TIMEOUT_SECS`.
+    AgentTimeout,
+    /// A return action reached `/fulfillment`, which answers the user itself.
+    Fulfillment,
+}
+
+impl ReturnReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Agent => "agent",
+            Self::AgentTimeout => "agent_timeout",
+            Self::Fulfillment => "fulfillment",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "user" => Self::User,
+            "agent" => Self::Agent,
+            "agent_timeout" => Self::AgentTimeout,
+            "fulfillment" => Self::Fulfillment,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thread {
+    pub page_id: String,
+    pub psid: String,
+    pub state: State,
+    /// Last known owner app id; `None` when unknown or idle.
+    pub owner_app_id: Option<String>,
+    /// The Dialogflow session name, verbatim from the last fulfillment call.
+    pub session: Option<String>,
+    /// The contexts active at handover (a JSON array of Dialogflow contexts).
+    pub snapshot: Option<Value>,
+    pub last_user_msg_at: Option<i64>,
+    pub last_agent_msg_at: Option<i64>,
+    /// A welcome that could not be sent yet (not the owner, or outside 24 h).
+    pub pending_welcome: Option<WelcomeKind>,
+    pub return_reason: Option<ReturnReason>,
+    /// When the current stay in `HUMAN` began: the idle timer's generation.
+    pub human_since: Option<i64>,
+    pub last_error: Option<String>,
+    pub state_since: i64,
+}
+
+impl Thread {
+    pub fn new(page_id: &str, psid: &str, now: i64) -> Self {
+        Self {
+            page_id: page_id.to_owned(),
+            psid: psid.to_owned(),
+            state: State::Bot,
+            owner_app_id: None,
+            session: None,
+            snapshot: None,
+            last_user_msg_at: None,
+            last_agent_msg_at: None,
+            pending_welcome: None,
+            return_reason: None,
+            human_since: None,
+            last_error: None,
+            state_since: now,
+        }
+    }
+
+    /// The key jobs of one user are ordered by.
+    pub fn key(&self) -> String {
+        thread_key(&self.page_id, &self.psid)
+    }
+}
+
+pub fn thread_key(page_id: &str, psid: &str) -> String {
+    format!("{page_id}/{psid}")
+}

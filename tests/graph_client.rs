@@ -1,0 +1,648 @@
+//! Graph API client against a wiremock server.
+
+use std::time::Duration;
+
+use messenger_handover::messenger::graph::{
+    GraphClient, GraphError, GraphSettings, MessagingType, QuickReply, SentMessage, ThreadOwner,
+};
+use messenger_handover::messenger::signature::appsecret_proof;
+use messenger_handover::secret::Secret;
+use serde_json::json;
+use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const TOKEN: &str = "EAAGpagetokenSECRET123";
+const APP_SECRET: &str = "appsecretVALUE456";
+const PAGE: &str = "958823367603818";
+const PSID: &str = "1534862223272449";
+const BOT: &str = "111111111111111";
+const INBOX: &str = "263902037430900";
+
+fn settings(server: &MockServer, page_id: Option<&str>) -> GraphSettings {
+    GraphSettings {
+        base: format!("{}/", server.uri()),
+        version: "v25.0".to_owned(),
+        page_id: page_id.map(str::to_owned),
+        page_token: Secret::new(TOKEN),
+        app_secret: Secret::new(APP_SECRET),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn client(server: &MockServer) -> GraphClient {
+    GraphClient::new(settings(server, Some(PAGE)), reqwest::Client::new())
+}
+
+fn proof() -> String {
+    appsecret_proof(APP_SECRET, TOKEN)
+}
+
+fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) -> ResponseTemplate {
+    let mut error = json!({
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": "AQ2lKD7UqnvqCrMs16fUNLk",
+    });
+    if let Some(sub) = subcode {
+        error["error_subcode"] = json!(sub);
+    }
+    ResponseTemplate::new(status).set_body_json(json!({ "error": error }))
+}
+
+fn assert_no_secret(err: &GraphError) {
+    let shown = format!("{err} / {err:?}");
+    assert!(!shown.contains(TOKEN), "token leaked: {shown}");
+    assert!(!shown.contains(APP_SECRET), "app secret leaked: {shown}");
+}
+
+#[tokio::test]
+async fn pass_sends_the_exact_body_with_token_and_proof() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/pass_thread_control")))
+        .and(query_param("access_token", TOKEN))
+        .and(query_param("appsecret_proof", proof()))
+        .and(header("content-type", "application/json"))
+        .and(body_json(json!({
+            "recipient": { "id": PSID },
+            "target_app_id": 263902037430900u64,
+            "metadata": "handover:user_asked_for_agent",
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    client(&server)
+        .pass_thread_control(PSID, INBOX, "handover:user_asked_for_agent")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn pass_with_a_non_numeric_app_id_sends_a_string() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/pass_thread_control")))
+        .and(body_json(json!({
+            "recipient": { "id": PSID },
+            "target_app_id": "app-x",
+            "metadata": "",
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    client(&server)
+        .pass_thread_control(PSID, "app-x", "")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn without_page_id_paths_use_me() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v25.0/me/pass_thread_control"))
+        .and(query_param("access_token", TOKEN))
+        .and(query_param("appsecret_proof", proof()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/me/thread_owner"))
+        .and(query_param("recipient", PSID))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let client = GraphClient::new(settings(&server, None), reqwest::Client::new());
+    client.pass_thread_control(PSID, INBOX, "m").await.unwrap();
+    assert_eq!(client.thread_owner(PSID).await.unwrap(), ThreadOwner::Idle);
+}
+
+#[tokio::test]
+async fn take_release_request_never_carry_a_target_app_id() {
+    let server = MockServer::start().await;
+    for endpoint in [
+        "take_thread_control",
+        "release_thread_control",
+        "request_thread_control",
+    ] {
+        Mock::given(method("POST"))
+            .and(path(format!("/v25.0/{PAGE}/{endpoint}")))
+            .and(query_param("access_token", TOKEN))
+            .and(query_param("appsecret_proof", proof()))
+            .and(header("content-type", "application/json"))
+            .and(body_json(json!({
+                "recipient": { "id": PSID },
+                "metadata": "back to bot",
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let c = client(&server);
+    c.take_thread_control(PSID, "back to bot").await.unwrap();
+    c.release_thread_control(PSID, "back to bot").await.unwrap();
+    c.request_thread_control(PSID, "back to bot").await.unwrap();
+
+    for request in server.received_requests().await.unwrap() {
+        let body: serde_json::Value = request.body_json().unwrap();
+        assert!(body.get("target_app_id").is_none(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn take_accepts_the_thread_owner_shaped_answer() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/take_thread_control")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [{ "thread_owner": { "app_id": 111111111111111u64, "expiration": 1763990000 } }]
+        })))
+        .mount(&server)
+        .await;
+    client(&server)
+        .take_thread_control(PSID, "back to bot")
+        .await
+        .unwrap();
+}
+
+async fn owner_for(body: serde_json::Value) -> ThreadOwner {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v25.0/{PAGE}/thread_owner")))
+        .and(query_param("recipient", PSID))
+        .and(query_param("access_token", TOKEN))
+        .and(query_param("appsecret_proof", proof()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server).thread_owner(PSID).await.unwrap()
+}
+
+#[tokio::test]
+async fn thread_owner_shapes() {
+    assert_eq!(
+        owner_for(
+            json!({"data":[{"thread_owner":{"app_id":263902037430900u64,"expiration":1763990000}}]})
+        )
+        .await,
+        ThreadOwner::App(INBOX.to_owned())
+    );
+    assert_eq!(
+        owner_for(json!({"data":[{"thread_owner":{"app_id":BOT,"expiration":1763990000}}]})).await,
+        ThreadOwner::App(BOT.to_owned())
+    );
+    assert_eq!(
+        owner_for(json!({"data":[], "paging": {}})).await,
+        ThreadOwner::Idle
+    );
+    assert_eq!(
+        owner_for(json!({"data":[{"thread_owner":{"expiration":1763990000}}]})).await,
+        ThreadOwner::Hidden
+    );
+}
+
+#[tokio::test]
+async fn send_text_with_and_without_quick_replies() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/messages")))
+        .and(query_param("access_token", TOKEN))
+        .and(query_param("appsecret_proof", proof()))
+        .and(body_json(json!({
+            "recipient": { "id": PSID },
+            "messaging_type": "RESPONSE",
+            "message": {
+                "text": "Anything else?",
+                "quick_replies": [
+                    { "content_type": "text", "title": "Talk to a human", "payload": "HUMAN" },
+                    { "content_type": "text", "title": "No thanks", "payload": "DONE" }
+                ]
+            }
+        })))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"recipient_id": PSID, "message_id": "m_AG5Hz2Uq"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/messages")))
+        .and(body_json(json!({
+            "recipient": { "id": PSID },
+            "messaging_type": "UPDATE",
+            "message": { "text": "You are back with the bot." }
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"recipient_id": PSID})))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let c = client(&server);
+    let quick = [
+        QuickReply {
+            title: "Talk to a human".into(),
+            payload: "HUMAN".into(),
+        },
+        QuickReply {
+            title: "No thanks".into(),
+            payload: "DONE".into(),
+        },
+    ];
+    let sent = c
+        .send_text(PSID, "Anything else?", &quick, MessagingType::Response)
+        .await
+        .unwrap();
+    assert_eq!(
+        sent,
+        SentMessage {
+            message_id: Some("m_AG5Hz2Uq".into())
+        }
+    );
+    let sent = c
+        .send_text(
+            PSID,
+            "You are back with the bot.",
+            &[],
+            MessagingType::Update,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.message_id, None);
+}
+
+#[tokio::test]
+async fn send_message_passes_a_raw_message_object() {
+    let server = MockServer::start().await;
+    let message = json!({"attachment": {"type": "template", "payload": {"template_type": "button",
+        "text": "Done?", "buttons": [{"type": "postback", "title": "Back to bot", "payload": "BACK_TO_BOT"}]}}});
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/messages")))
+        .and(body_json(json!({
+            "recipient": { "id": PSID },
+            "messaging_type": "RESPONSE",
+            "message": message.clone(),
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message_id": "m_x"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let sent = client(&server)
+        .send_message(PSID, message, MessagingType::Response)
+        .await
+        .unwrap();
+    assert_eq!(sent.message_id.as_deref(), Some("m_x"));
+}
+
+#[tokio::test]
+async fn not_thread_owner_is_permanent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/messages")))
+        .respond_with(graph_error(
+            400,
+            10,
+            Some(2018300),
+            "(#10) Message failed to send because another app is controlling this thread now.",
+        ))
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .send_text(PSID, "hi", &[], MessagingType::Response)
+        .await
+        .unwrap_err();
+    assert!(err.is_not_thread_owner());
+    assert!(!err.is_outside_window());
+    assert!(!err.is_transient());
+    assert_eq!(err.code(), Some(10));
+    assert_eq!(err.subcode(), Some(2018300));
+    match &err {
+        GraphError::Api {
+            status,
+            kind,
+            fbtrace_id,
+            ..
+        } => {
+            assert_eq!(*status, 400);
+            assert_eq!(kind, "OAuthException");
+            assert_eq!(fbtrace_id.as_deref(), Some("AQ2lKD7UqnvqCrMs16fUNLk"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let shown = err.to_string();
+    assert!(shown.starts_with("Graph API error (#10/2018300) OAuthException: "));
+    assert!(shown.ends_with("(fbtrace_id AQ2lKD7UqnvqCrMs16fUNLk; HTTP 400)"));
+    assert_no_secret(&err);
+}
+
+#[tokio::test]
+async fn outside_window_is_recognised() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(graph_error(
+            400,
+            10,
+            Some(2018278),
+            "(#10) This message is sent outside of allowed window.",
+        ))
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .send_text(PSID, "hi", &[], MessagingType::Response)
+        .await
+        .unwrap_err();
+    assert!(err.is_outside_window());
+    assert!(!err.is_not_thread_owner());
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn rate_limit_613_is_transient_and_190_is_permanent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/take_thread_control")))
+        .respond_with(graph_error(
+            400,
+            613,
+            None,
+            "Calls to this api have exceeded the rate limit.",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/pass_thread_control")))
+        .respond_with(graph_error(
+            400,
+            190,
+            Some(463),
+            "Error validating access token: Session has expired.",
+        ))
+        .mount(&server)
+        .await;
+    let c = client(&server);
+
+    let err = c.take_thread_control(PSID, "m").await.unwrap_err();
+    assert_eq!(err.code(), Some(613));
+    assert!(err.is_transient());
+    assert_no_secret(&err);
+
+    let err = c.pass_thread_control(PSID, INBOX, "m").await.unwrap_err();
+    assert_eq!(err.code(), Some(190));
+    assert!(!err.is_transient());
+    assert_no_secret(&err);
+}
+
+#[tokio::test]
+async fn server_errors_without_a_graph_body_are_transient_http_errors() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("x".repeat(1000)))
+        .mount(&server)
+        .await;
+    let err = client(&server).thread_owner(PSID).await.unwrap_err();
+    match &err {
+        GraphError::Http { status, body } => {
+            assert_eq!(*status, 500);
+            assert!(body.chars().count() <= 301);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(err.is_transient());
+    assert_eq!(err.code(), None);
+}
+
+#[tokio::test]
+async fn a_graph_error_on_http_500_is_transient() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(graph_error(500, 2, None, "Service temporarily unavailable"))
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .release_thread_control(PSID, "m")
+        .await
+        .unwrap_err();
+    assert!(err.is_transient());
+    assert_eq!(err.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_404_without_graph_body_is_permanent() {
+    let server = MockServer::start().await;
+    let err = client(&server)
+        .subscribed_apps()
+        .await
+        .expect_err("no mock mounted -> 404");
+    assert!(matches!(err, GraphError::Http { status: 404, .. }));
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn timeout_maps_to_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"success": true}))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, Some(PAGE));
+    s.timeout = Duration::from_millis(100);
+    let c = GraphClient::new(s, reqwest::Client::new());
+    let err = c.take_thread_control(PSID, "m").await.unwrap_err();
+    assert!(matches!(err, GraphError::Timeout), "{err:?}");
+    assert!(err.is_transient());
+    assert_no_secret(&err);
+}
+
+#[tokio::test]
+async fn transport_errors_do_not_show_the_url_or_token() {
+    // Bind then drop a listener so the port is (very likely) closed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let c = GraphClient::new(
+        GraphSettings {
+            base: format!("http://127.0.0.1:{port}"),
+            version: "v25.0".into(),
+            page_id: Some(PAGE.into()),
+            page_token: Secret::new(TOKEN),
+            app_secret: Secret::new(APP_SECRET),
+            timeout: Duration::from_secs(5),
+        },
+        reqwest::Client::new(),
+    );
+    let err = c.take_thread_control(PSID, "m").await.unwrap_err();
+    assert!(matches!(err, GraphError::Transport(_)), "{err:?}");
+    assert!(err.is_transient());
+    let shown = format!("{err} / {err:?}");
+    assert!(!shown.contains("access_token"), "{shown}");
+    assert!(!shown.contains("127.0.0.1"), "{shown}");
+    assert_no_secret(&err);
+}
+
+#[tokio::test]
+async fn a_graph_error_echoing_the_token_is_redacted() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(graph_error(
+            400,
+            190,
+            None,
+            &format!("Malformed access token {TOKEN}"),
+        ))
+        .mount(&server)
+        .await;
+    let err = client(&server).me("id,name").await.unwrap_err();
+    assert_eq!(err.code(), Some(190));
+    assert_no_secret(&err);
+}
+
+#[tokio::test]
+async fn doctor_calls() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/me"))
+        .and(query_param("fields", "id,name,messaging_feature_status"))
+        .and(query_param("access_token", TOKEN))
+        .and(query_param("appsecret_proof", proof()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": PAGE, "name": "Acme",
+            "messaging_feature_status": {"hop_v2": false, "msgr_multi_app": true, "ig_multi_app": false}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v25.0/{PAGE}/subscribed_apps")))
+        .and(query_param("access_token", TOKEN))
+        .and(query_param("appsecret_proof", proof()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [{"id": BOT, "name": "Bot", "subscribed_fields": ["messages", "standby"]}]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/subscribed_apps")))
+        .and(query_param(
+            "subscribed_fields",
+            "messages,messaging_postbacks,messaging_handovers,standby,message_echoes",
+        ))
+        .and(query_param("access_token", TOKEN))
+        .and(query_param("appsecret_proof", proof()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": "true"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app_token = format!("{BOT}|{APP_SECRET}");
+    Mock::given(method("GET"))
+        .and(path("/v25.0/debug_token"))
+        .and(query_param("input_token", TOKEN))
+        .and(query_param("access_token", app_token.as_str()))
+        .and(query_param(
+            "appsecret_proof",
+            appsecret_proof(APP_SECRET, &app_token),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": {"app_id": BOT, "type": "PAGE", "is_valid": true,
+                     "scopes": ["pages_messaging", "pages_manage_metadata"]}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let c = client(&server);
+    let me = c.me("id,name,messaging_feature_status").await.unwrap();
+    assert_eq!(
+        me["messaging_feature_status"]["msgr_multi_app"],
+        json!(true)
+    );
+    let apps = c.subscribed_apps().await.unwrap();
+    assert_eq!(apps["data"][0]["id"], json!(BOT));
+    c.subscribe_fields(&[
+        "messages",
+        "messaging_postbacks",
+        "messaging_handovers",
+        "standby",
+        "message_echoes",
+    ])
+    .await
+    .unwrap();
+    let debug = c.debug_token(BOT).await.unwrap();
+    assert_eq!(debug["data"]["is_valid"], json!(true));
+}
+
+#[tokio::test]
+async fn debug_token_errors_do_not_show_the_app_secret() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/debug_token"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_string(format!("bad app token {BOT}|{APP_SECRET}")),
+        )
+        .mount(&server)
+        .await;
+    let err = client(&server).debug_token(BOT).await.unwrap_err();
+    assert!(matches!(err, GraphError::Http { status: 400, .. }));
+    assert_no_secret(&err);
+}
+
+#[tokio::test]
+async fn every_request_has_token_and_proof_and_no_token_elsewhere() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param_is_missing("nothing"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    c.pass_thread_control(PSID, BOT, "x").await.unwrap();
+    c.take_thread_control(PSID, "x").await.unwrap();
+    c.thread_owner(PSID).await.unwrap();
+    c.subscribe_fields(&["messages"]).await.unwrap();
+    let requests: Vec<Request> = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 4);
+    for r in requests {
+        let pairs: Vec<(String, String)> = r.url.query_pairs().into_owned().collect();
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("access_token").as_deref(), Some(TOKEN));
+        assert_eq!(get("appsecret_proof"), Some(proof()));
+        assert!(!String::from_utf8_lossy(&r.body).contains(TOKEN));
+    }
+}
+
+#[tokio::test]
+async fn success_false_is_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": false})))
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .take_thread_control(PSID, "m")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GraphError::Decode(_)));
+}

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod config;
 pub mod dialogflow;
+pub mod emulator;
 pub mod handover;
 pub mod jobs;
 pub mod messenger;

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Server, Service};
+use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -106,7 +106,8 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
 
 pub struct Application {
     port: u16,
-    server: Server,
+    server: ServerHandle,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
     services: Shared,
     stop_worker: CancellationToken,
     worker: tokio::task::JoinHandle<()>,
@@ -174,6 +175,8 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(25)
         .run();
+        let handle = server.handle();
+        let serving = tokio::spawn(server);
         let stop_worker = CancellationToken::new();
         let worker = tokio::spawn(crate::jobs::worker::run(
             services.clone(),
@@ -182,7 +185,8 @@ impl Application {
         info!(port, "listening");
         Ok(Application {
             port,
-            server,
+            server: handle,
+            serving,
             services,
             stop_worker,
             worker,
@@ -199,7 +203,10 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C (actix-web handles both gracefully), then stops the worker.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let result = match self.serving.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
         self.stop_worker.cancel();
         let _ = self.worker.await;
         self.services.store.close().await;
@@ -209,7 +216,7 @@ impl Application {
 
     /// Stops everything gracefully (used by tests and the demo).
     pub async fn stop(self) {
-        self.server.handle().stop(true).await;
+        self.server.stop(true).await;
         self.stop_worker.cancel();
         let _ = self.worker.await;
         self.services.store.close().await;
@@ -220,7 +227,7 @@ impl Application {
     pub async fn kill(self) {
         self.worker.abort();
         let _ = self.worker.await;
-        self.server.handle().stop(false).await;
+        self.server.stop(false).await;
         self.services.store.close().await;
     }
 }

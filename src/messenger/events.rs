@@ -259,9 +259,16 @@ fn event_kind(event: &Map<String, Value>) -> EventKind {
     if event.get("delivery").is_some_and(|v| !v.is_null()) {
         return EventKind::Delivery;
     }
-    let key = event
-        .iter()
-        .find(|(k, v)| !matches!(k.as_str(), "sender" | "recipient" | "timestamp") && !v.is_null())
+    // Event payloads are objects (`referral`, `optin`, `app_roles`, `reaction`, ...): prefer an
+    // object-valued key over scalar extras, whatever the map's key order.
+    let candidates = || {
+        event.iter().filter(|(k, v)| {
+            !matches!(k.as_str(), "sender" | "recipient" | "timestamp") && !v.is_null()
+        })
+    };
+    let key = candidates()
+        .find(|(_, v)| v.is_object())
+        .or_else(|| candidates().next())
         .map(|(k, _)| k.clone())
         .unwrap_or_else(|| "unknown".to_owned());
     EventKind::Other { key }

@@ -423,7 +423,11 @@ impl GraphClient {
         token: Option<&Secret>,
     ) -> Result<Value, GraphError> {
         let token = token.unwrap_or(&self.settings.page_token);
-        let redactor = Redactor(token.expose());
+        let redactor = Redactor([
+            token.expose(),
+            self.settings.page_token.expose(),
+            self.settings.app_secret.expose(),
+        ]);
         let proof = appsecret_proof(self.settings.app_secret.expose(), token.expose());
         let url = self.url(segments)?;
 
@@ -469,16 +473,21 @@ impl GraphClient {
     }
 }
 
-/// Replaces the access token in any text that may be shown.
-struct Redactor<'a>(&'a str);
+/// Replaces the token sent, the Page token and the app secret in any text that may be shown.
+struct Redactor<'a>([&'a str; 3]);
 
 impl Redactor<'_> {
     fn clean(&self, text: &str) -> String {
-        if self.0.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(self.0, "[redacted]")
+        // Longest first, so a token containing the app secret (`{app_id}|{secret}`) goes whole.
+        let mut secrets = self.0;
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut out = text.to_owned();
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            if out.contains(secret) {
+                out = out.replace(secret, "[redacted]");
+            }
         }
+        out
     }
 }
 
@@ -778,7 +787,7 @@ mod tests {
 
     #[test]
     fn interpret_parses_errors_and_redacts_the_token() {
-        let r = Redactor("TOKEN123");
+        let r = Redactor(["TOKEN123", "TOKEN123", "APPSECRET"]);
         let body = br#"{"error":{"message":"bad token TOKEN123","type":"OAuthException","code":"190","error_subcode":460,"fbtrace_id":"x"}}"#;
         let err = interpret(400, body, &r).unwrap_err();
         assert_eq!(err.code(), Some(190));
@@ -798,8 +807,11 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let err = interpret(404, b"not found TOKEN123", &r).unwrap_err();
-        assert!(!err.to_string().contains("TOKEN123"));
+        let err = interpret(404, b"not found TOKEN123 APPSECRET", &r).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Graph API HTTP 404: not found [redacted] [redacted]"
+        );
 
         assert_eq!(interpret(200, b"", &r).unwrap(), Value::Null);
         assert!(matches!(

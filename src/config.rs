@@ -114,6 +114,8 @@ pub struct Settings {
     pub job_retry_base_ms: u64,
     pub job_max_attempts: u32,
     pub job_concurrency: usize,
+    /// How long a claimed job is held before another worker may run it again.
+    pub job_lease_ms: u64,
     pub reconcile_interval_secs: u64,
     pub stuck_after_secs: u64,
     pub http_timeout_ms: u64,
@@ -253,6 +255,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "JOB_RETRY_BASE_MS",
     "JOB_MAX_ATTEMPTS",
     "JOB_CONCURRENCY",
+    "JOB_LEASE_MS",
     "RECONCILE_INTERVAL_SECS",
     "STUCK_AFTER_SECS",
     "HTTP_TIMEOUT_MS",
@@ -468,6 +471,7 @@ impl Settings {
         let job_retry_base_ms = r.number::<u64>("JOB_RETRY_BASE_MS", 1000, 1, 3_600_000);
         let job_max_attempts = r.number::<u32>("JOB_MAX_ATTEMPTS", 8, 1, 100);
         let job_concurrency = r.number::<usize>("JOB_CONCURRENCY", 16, 1, 1024);
+        let job_lease_ms = r.number::<u64>("JOB_LEASE_MS", 120_000, 1_000, 3_600_000);
         let reconcile_interval_secs = r.number::<u64>("RECONCILE_INTERVAL_SECS", 60, 1, 86_400);
         let stuck_after_secs = r.number::<u64>("STUCK_AFTER_SECS", 300, 1, 86_400);
         let http_timeout_ms = r.number::<u64>("HTTP_TIMEOUT_MS", 10_000, 100, 120_000);
@@ -507,6 +511,7 @@ impl Settings {
             job_retry_base_ms,
             job_max_attempts,
             job_concurrency,
+            job_lease_ms,
             reconcile_interval_secs,
             stuck_after_secs,
             http_timeout_ms,

@@ -14,7 +14,6 @@ use crate::app::Shared;
 use crate::store::ClaimedJob;
 use crate::time::now_ms;
 
-pub const LEASE_MS: i64 = 120_000;
 const POLL: Duration = Duration::from_millis(200);
 const DRAIN: Duration = Duration::from_secs(20);
 
@@ -57,7 +56,11 @@ pub async fn run(svc: Shared, stop: CancellationToken) {
         let free = concurrency.saturating_sub(running.len());
         let mut claimed = 0;
         if free > 0 {
-            match svc.store.claim(&id, free as i64, LEASE_MS, now).await {
+            match svc
+                .store
+                .claim(&id, free as i64, svc.settings.job_lease_ms as i64, now)
+                .await
+            {
                 Ok(jobs) => {
                     claimed = jobs.len();
                     for job in jobs {
@@ -113,10 +116,11 @@ async fn run_one(svc: Shared, job: ClaimedJob) {
 fn keep_lease(svc: Shared, job: ClaimedJob) -> tokio::task::JoinHandle<()> {
     let svc = Arc::clone(&svc);
     tokio::spawn(async move {
-        let every = Duration::from_millis((LEASE_MS / 3) as u64);
+        let lease = svc.settings.job_lease_ms as i64;
+        let every = Duration::from_millis((lease / 3) as u64);
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = svc.store.extend_lease(&job, now_ms() + LEASE_MS).await {
+            if let Err(e) = svc.store.extend_lease(&job, now_ms() + lease).await {
                 warn!(job = job.id, error = %e, "could not extend a job lease");
             }
         }

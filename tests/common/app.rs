@@ -201,10 +201,8 @@ impl TestApp {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let t = self.thread(psid).await;
-            if let Some(t) = &t {
-                if pred(t) {
-                    return t.clone();
-                }
+            if let Some(t) = t.as_ref().filter(|t| pred(t)) {
+                return t.clone();
             }
             if Instant::now() > deadline {
                 panic!(

@@ -91,6 +91,11 @@ pub struct Settings {
     /// Secret of the app whose webhook points at `/messenger` (companion mode: the second
     /// app). Defaults to `FB_APP_SECRET`.
     pub fb_webhook_app_secret: Secret,
+    /// Id of the app whose webhook points at `/messenger`, for `doctor` (companion mode: the
+    /// second app). Defaults to `FB_APP_ID`.
+    pub fb_webhook_app_id: String,
+    /// That app's Page access token: only `doctor --fix` uses it, to subscribe its fields.
+    pub fb_webhook_page_access_token: Option<Secret>,
     pub fb_page_access_token: Secret,
     pub fb_verify_token: Secret,
     pub fb_page_id: Option<String>,
@@ -225,6 +230,8 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "FB_APP_ID",
     "FB_APP_SECRET",
     "FB_WEBHOOK_APP_SECRET",
+    "FB_WEBHOOK_APP_ID",
+    "FB_WEBHOOK_PAGE_ACCESS_TOKEN",
     "FB_PAGE_ACCESS_TOKEN",
     "FB_VERIFY_TOKEN",
     "FB_PAGE_ID",
@@ -383,6 +390,12 @@ impl Settings {
             .optional("FB_WEBHOOK_APP_SECRET")
             .map(Secret::new)
             .unwrap_or_else(|| fb_app_secret.clone());
+        let fb_webhook_app_id = r
+            .optional("FB_WEBHOOK_APP_ID")
+            .unwrap_or_else(|| fb_app_id.clone());
+        let fb_webhook_app_id = r.app_id("FB_WEBHOOK_APP_ID", fb_webhook_app_id);
+        let fb_webhook_page_access_token =
+            r.optional("FB_WEBHOOK_PAGE_ACCESS_TOKEN").map(Secret::new);
         let fb_page_access_token =
             Secret::new(r.required("FB_PAGE_ACCESS_TOKEN", "the bot app's Page access token"));
         let fb_verify_token = Secret::new(r.required(
@@ -488,6 +501,8 @@ impl Settings {
             fb_app_id,
             fb_app_secret,
             fb_webhook_app_secret,
+            fb_webhook_app_id,
+            fb_webhook_page_access_token,
             fb_page_access_token,
             fb_verify_token,
             fb_page_id,

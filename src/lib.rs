@@ -3,7 +3,9 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod dialogflow;
+pub mod doctor;
 pub mod emulator;
 pub mod handover;
 pub mod jobs;

@@ -32,6 +32,20 @@ enum Command {
     Migrate,
     /// Exit 0 if the service on HOST:PORT answers /healthz (for container health checks).
     Healthcheck,
+    /// Check a real setup (Page token, webhook fields, Conversation Routing, Dialogflow,
+    /// store, permissions, Graph API version) and explain every problem.
+    Doctor {
+        /// Subscribe the webhook fields that are missing.
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Run a scripted conversation against an emulated Messenger Platform and Dialogflow,
+    /// with no Meta app and no Google project, and print what happens.
+    Demo {
+        /// Keep the service and the emulator running and print how to try them by hand.
+        #[arg(long)]
+        serve: bool,
+    },
 }
 
 fn problems_exit(problems: &[String]) -> ExitCode {
@@ -62,6 +76,8 @@ fn main() -> ExitCode {
             Command::Serve => serve(&raw).await,
             Command::Migrate => migrate(&raw).await,
             Command::Healthcheck => healthcheck(&raw).await,
+            Command::Doctor { fix } => messenger_handover::doctor::main(&raw, fix).await,
+            Command::Demo { serve } => messenger_handover::demo::main(serve).await,
         }
     })
 }

@@ -219,7 +219,8 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
                 } else {
                     format!("take_thread_control failed: {}", failure.message)
                 };
-                // The thread stays with whoever has it.
+                // The thread stays with whoever has it: a new stay in HUMAN, with its idle timer.
+                start_human_stay(&mut d, policy, now);
                 d.to(State::Human, now, cause);
             }
         }
@@ -230,8 +231,10 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
             }
             Err(failure) if failure.not_thread_owner => {
                 d.thread.pending_welcome = Some(*kind);
-                d.thread.owner_app_id = None;
-                d.thread.human_since = Some(now);
+                if thread.state != State::Human {
+                    d.thread.owner_app_id = None;
+                    start_human_stay(&mut d, policy, now);
+                }
                 d.to(
                     State::Human,
                     now,
@@ -263,7 +266,7 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
                 .last_agent_msg_at
                 .unwrap_or(*generation)
                 .max(*generation);
-            let due = last_activity + policy.idle_timeout_ms;
+            let due = last_activity.saturating_add(policy.idle_timeout_ms);
             if now >= due {
                 d.thread.return_reason = Some(ReturnReason::AgentTimeout);
                 d.job(NewJob::now(take_job(
@@ -502,15 +505,20 @@ fn enter_human(
     }
     d.thread.return_reason = None;
     if thread.state != State::Human {
-        d.thread.human_since = Some(now);
-        if policy.idle_timeout_ms > 0 {
-            d.job(NewJob::after(
-                JobPayload::IdleCheck { generation: now },
-                policy.idle_timeout_ms,
-            ));
-        }
+        start_human_stay(d, policy, now);
     }
     d.to(State::Human, now, cause);
+}
+
+/// A new stay in `HUMAN` begins now: it is the idle timer's generation.
+fn start_human_stay(d: &mut Decision, policy: &Policy, now: i64) {
+    d.thread.human_since = Some(now);
+    if policy.idle_timeout_ms > 0 {
+        d.job(NewJob::after(
+            JobPayload::IdleCheck { generation: now },
+            policy.idle_timeout_ms,
+        ));
+    }
 }
 
 fn pass_job(policy: &Policy) -> JobPayload {

@@ -159,7 +159,7 @@ fn not_owner() -> Failure {
     Failure {
         not_thread_owner: true,
         outside_window: false,
-        message: "(#10) This message is sent outside of allowed window. (2018300)".into(),
+        message: "(#10) Another app controls this thread (subcode 2018300)".into(),
     }
 }
 

@@ -143,7 +143,9 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
                     );
                 }
                 State::Human | State::Idle => {
-                    d.thread.return_reason = Some(ReturnReason::Fulfillment);
+                    // The integration cannot deliver this fulfillment's answer: the bot is
+                    // not the owner yet. So after the take the service syncs and welcomes.
+                    d.thread.return_reason = Some(ReturnReason::User);
                     d.job(NewJob::now(take_job("return action in fulfillment")));
                     d.to(State::Returning, now, "return action in fulfillment");
                 }
@@ -162,6 +164,7 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
                     "Dialogflow answered the user, so the bot owns the thread",
                 );
             }
+            send_kept_welcome(&mut d, thread);
         }
         Input::Event(event) => on_event(&mut d, thread, event, policy, now),
         Input::PassDone(Ok(())) => match thread.state {
@@ -336,8 +339,9 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
 }
 
 fn on_event(d: &mut Decision, thread: &Thread, event: &IncomingEvent, policy: &Policy, now: i64) {
+    // Meta's timestamp, but never in the future: a clock far ahead would stall the idle timer.
     let ts = if event.timestamp_ms > 0 {
-        event.timestamp_ms
+        event.timestamp_ms.min(now)
     } else {
         now
     };
@@ -349,11 +353,8 @@ fn on_event(d: &mut Decision, thread: &Thread, event: &IncomingEvent, policy: &P
                 .is_some_and(|t| policy.return_phrases.matches(t));
             if asks_for_bot && thread.state != State::Bot {
                 user_asks_for_bot(d, thread, now, "the user asked for the bot");
-            } else if let (State::Bot, Some(kind)) = (thread.state, thread.pending_welcome) {
-                // A welcome that could not be sent earlier goes out now, inside the window.
-                d.thread.pending_welcome = None;
-                d.job(NewJob::now(JobPayload::SendWelcome { welcome: kind }));
-                d.cause = Some("the user wrote again: sending the kept welcome".into());
+            } else {
+                send_kept_welcome(d, thread);
             }
         }
         EventKind::Postback { payload, .. } => {
@@ -362,6 +363,8 @@ fn on_event(d: &mut Decision, thread: &Thread, event: &IncomingEvent, policy: &P
                 && thread.state != State::Bot
             {
                 user_asks_for_bot(d, thread, now, "the user tapped the back-to-bot button");
+            } else {
+                send_kept_welcome(d, thread);
             }
         }
         EventKind::Echo { app_id, text, .. } => {
@@ -429,6 +432,16 @@ fn on_event(d: &mut Decision, thread: &Thread, event: &IncomingEvent, policy: &P
             }
         }
         EventKind::Read | EventKind::Delivery | EventKind::Other { .. } => {}
+    }
+}
+
+/// The user wrote while the bot owns the thread: a welcome that could not be sent earlier
+/// (not the owner, or outside the 24-hour window) goes out now.
+fn send_kept_welcome(d: &mut Decision, thread: &Thread) {
+    if let (State::Bot, Some(kind)) = (d.thread.state, thread.pending_welcome) {
+        d.thread.pending_welcome = None;
+        d.job(NewJob::now(JobPayload::SendWelcome { welcome: kind }));
+        d.cause = Some("the user wrote again: sending the kept welcome".into());
     }
 }
 

@@ -414,7 +414,7 @@ fn return_by_fulfillment_while_passing_cancels_the_pass_without_take() {
 }
 
 #[test]
-fn return_by_fulfillment_while_human_takes_without_sync_or_welcome() {
+fn return_by_fulfillment_while_human_takes_then_syncs_and_welcomes() {
     let before = thread(State::Human);
     let d = run(
         &before,
@@ -425,12 +425,16 @@ fn return_by_fulfillment_while_human_takes_without_sync_or_welcome() {
     assert_moved(&d, &before, State::Returning);
     assert_eq!(jobs(&d), vec![take_now()]);
     assert_eq!(d.cancel, vec!["pass"]);
-    assert_eq!(d.thread.return_reason, Some(ReturnReason::Fulfillment));
+    assert_eq!(d.thread.return_reason, Some(ReturnReason::User));
 
-    // The take succeeds: the bot owns it; the fulfillment response already welcomed the user.
+    // The take succeeds. The integration could not deliver the fulfillment's own answer (the
+    // bot was not the owner), so the service syncs and welcomes the user itself.
     let d2 = run(&d.thread, Input::TakeDone(Ok(())));
     assert_eq!(d2.thread.state, State::Bot);
-    assert!(d2.jobs.is_empty(), "{:?}", jobs(&d2));
+    assert_eq!(
+        d2.jobs.iter().map(|j| j.payload.kind()).collect::<Vec<_>>(),
+        vec!["sync_contexts", "send_welcome"]
+    );
     assert_eq!(d2.thread.return_reason, None);
     assert_eq!(d2.thread.owner_app_id.as_deref(), Some(APP));
 }

@@ -1,0 +1,223 @@
+//! Whole conversations against the emulator: a protocol mistake (sending while not the
+//! owner, a take with a target_app_id, a bad appsecret_proof) is rejected there and fails here.
+
+use std::time::Duration;
+
+use messenger_handover::demo::World;
+use messenger_handover::emulator::PAGE_INBOX_APP_ID;
+use messenger_handover::handover::State;
+
+const USER: &str = "7002000000000001";
+
+async fn world(overrides: &[(&str, &str)]) -> World {
+    World::start(overrides)
+        .await
+        .expect("the service and the emulator start")
+}
+
+fn ids(world: &World) -> Vec<String> {
+    world
+        .emulator
+        .contexts(USER)
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect()
+}
+
+fn bot(world: &World) -> String {
+    world.emulator.config().bot_app_id
+}
+
+async fn handed_over(w: &World) {
+    w.emulator.user_says(USER, "Where is my order 1042?").await;
+    w.emulator
+        .user_says(USER, "I want to talk to a human")
+        .await;
+    assert!(w.wait_for_state(USER, State::Human).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER).as_deref(), Some(PAGE_INBOX_APP_ID));
+    assert!(ids(w).contains(&"human_handover".to_owned()));
+}
+
+fn texts(w: &World) -> Vec<String> {
+    w.emulator
+        .messages_to_user(USER)
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_asks_back_and_contexts_are_reset() {
+    let w = world(&[("CONTEXT_ON_RETURN", "reset")]).await;
+    handed_over(&w).await;
+    w.emulator.agent_replies(USER, "Hello, Sam here.").await;
+    w.emulator.user_says(USER, "  BACK to bot!! ").await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER), Some(bot(&w)));
+    // reset: only the integration's own context is left.
+    assert_eq!(ids(&w), vec!["generic"]);
+    let welcome = &w.services.settings.welcome_back_message;
+    assert_eq!(texts(&w).last(), Some(welcome));
+    assert_eq!(texts(&w).iter().filter(|t| *t == welcome).count(), 1);
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    // The bot answers the next message itself again.
+    w.emulator.user_says(USER, "Where is my order 1042?").await;
+    assert!(texts(&w).last().unwrap().contains("Order"));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_only_clears_the_handover_context() {
+    let w = world(&[("CONTEXT_ON_RETURN", "keep")]).await;
+    handed_over(&w).await;
+    w.emulator.user_says(USER, "back to bot").await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    let mut got = ids(&w);
+    got.sort();
+    assert_eq!(got, vec!["generic", "order-followup"]);
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_types_hash_bot() {
+    let w = world(&[]).await;
+    handed_over(&w).await;
+    w.emulator
+        .agent_replies(USER, "All done, handing you back.")
+        .await;
+    w.emulator.agent_replies(USER, "#bot").await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER), Some(bot(&w)));
+    let calls: Vec<String> = w.emulator.log().into_iter().map(|e| e.call).collect();
+    assert!(calls.contains(&"take_thread_control".to_owned()));
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_marks_done() {
+    let w = world(&[]).await;
+    handed_over(&w).await;
+    w.emulator.agent_marks_done(USER).await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    // Passed back by the inbox: no take needed.
+    let calls: Vec<String> = w.emulator.log().into_iter().map(|e| e.call).collect();
+    assert!(!calls.contains(&"take_thread_control".to_owned()));
+    assert_eq!(
+        texts(&w).last(),
+        Some(&w.services.settings.welcome_back_message)
+    );
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_asks_for_a_thread_the_bot_owns() {
+    let w = world(&[]).await;
+    w.emulator.user_says(USER, "Hi").await;
+    assert!(w.settle(USER).await);
+    w.emulator.inbox_requests_control(USER).await;
+    assert!(w.wait_for_state(USER, State::Human).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER).as_deref(), Some(PAGE_INBOX_APP_ID));
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_replying_to_a_bot_thread_is_noticed() {
+    let w = world(&[]).await;
+    w.emulator.user_says(USER, "Hi").await;
+    w.emulator
+        .agent_replies(USER, "Hi! A person here, jumping in.")
+        .await;
+    assert!(w.wait_for_state(USER, State::Human).await);
+    w.emulator.user_says(USER, "talk to the bot").await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER), Some(bot(&w)));
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_times_out() {
+    let w = world(&[("AGENT_IDLE_TIMEOUT_SECS", "1")]).await;
+    handed_over(&w).await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER), Some(bot(&w)));
+    assert_eq!(
+        texts(&w).last(),
+        Some(&w.services.settings.agent_timeout_message)
+    );
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_take_permission_the_thread_stays_with_the_inbox() {
+    let w = world(&[]).await;
+    handed_over(&w).await;
+    // The Page's "Take control of conversations" toggle is off for the bot app.
+    w.emulator.set_bot_can_take_control(false);
+    w.emulator.take_errors();
+    w.emulator.user_says(USER, "back to bot").await;
+    let t = loop {
+        let t = w
+            .services
+            .store
+            .thread(&w.page_id(), USER)
+            .await
+            .unwrap()
+            .unwrap();
+        if t.last_error.is_some() {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(w.settle(USER).await);
+    assert_eq!(t.state, State::Human);
+    assert!(t.last_error.unwrap().contains("#200"));
+    assert_eq!(w.emulator.owner(USER).as_deref(), Some(PAGE_INBOX_APP_ID));
+    // No message was attempted while the inbox owns the thread.
+    assert!(
+        w.emulator
+            .take_errors()
+            .iter()
+            .all(|e| !e.contains("2018300")),
+        "the service tried to send without owning the thread"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_binary_exits_0() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_messenger-handover"))
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for call in [
+        "pass_thread_control",
+        "take_thread_control",
+        "contexts.delete",
+        "send_api",
+    ] {
+        assert!(stdout.contains(call), "the transcript names {call}");
+    }
+    assert!(stdout.contains("Every step behaved as expected."));
+    assert!(!stdout.contains('✗'));
+}

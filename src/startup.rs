@@ -20,9 +20,6 @@ use crate::routes::{fulfillment, health, messenger};
 use crate::store::{Backend, Store};
 use crate::time::now_ms;
 
-/// Largest webhook body accepted. Real deliveries are a few KiB; batches stay far below this.
-const MAX_BODY: usize = 1024 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A setting turned out unusable at start (exit code 2).
@@ -146,7 +143,6 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(MAX_BODY))
                 .wrap_fn(|req, srv| {
                     // Method and path only: the query string can hold the verify token.
                     let method = req.method().to_string();
@@ -171,6 +167,7 @@ impl Application {
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/metrics", web::get().to(health::metrics))
+                .default_service(web::to(crate::routes::not_found))
         })
         .listen(listener)?
         .shutdown_timeout(25)

@@ -198,6 +198,21 @@ async fn verification_echoes_the_challenge_only_for_the_right_token() {
         let body: Value = resp.json().await.unwrap();
         assert!(body["error"].is_string());
     }
+    // A malformed query is a failed verification, not a crash.
+    assert_eq!(
+        get("hub.mode=%ZZ&hub.verify_token".into()).await.status(),
+        403
+    );
+    // Unknown routes and methods answer JSON too.
+    let resp = app
+        .client
+        .delete(format!("{}/messenger", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "no such route");
     app.stop().await;
 }
 
@@ -243,7 +258,10 @@ async fn bad_signatures_and_bodies_store_nothing(db: Db) {
         "{{\"object\":\"page\",\"pad\":\"{}\"}}",
         "x".repeat(2 * 1024 * 1024)
     );
-    assert_eq!(app.deliver(&huge).await.status(), 413);
+    let resp = app.deliver(&huge).await;
+    assert_eq!(resp.status(), 413);
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["error"].as_str().unwrap().contains("larger than"));
 
     assert!(app.thread(PSID).await.is_none());
     assert!(app.jobs(PSID).await.is_empty());

@@ -70,7 +70,7 @@ fn unauthorized(auth: &FulfillmentAuth) -> HttpResponse {
 
 pub async fn fulfillment(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     svc: web::Data<Services>,
 ) -> HttpResponse {
     let outcome = |o: &str| {
@@ -83,6 +83,13 @@ pub async fn fulfillment(
         outcome("unauthorized");
         return unauthorized(&svc.settings.fulfillment_auth);
     }
+    let body = match super::read_body(payload).await {
+        Ok(body) => body,
+        Err(resp) => {
+            outcome("bad_request");
+            return resp;
+        }
+    };
     let request = match WebhookRequest::parse(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -17,10 +17,11 @@ use crate::messenger::signature::{self, SignatureError};
 use crate::time::now_ms;
 
 /// Meta's verification request. The verify token is compared in constant time and never logged.
-pub async fn verify(
-    query: web::Query<HashMap<String, String>>,
-    svc: web::Data<Services>,
-) -> HttpResponse {
+pub async fn verify(req: HttpRequest, svc: web::Data<Services>) -> HttpResponse {
+    // Parsed leniently by hand: a malformed query is simply a failed verification.
+    let query: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
     let mode = query.get("hub.mode").map(String::as_str);
     let token = query
         .get("hub.verify_token")
@@ -45,12 +46,23 @@ pub async fn verify(
     }
 }
 
-pub async fn receive(req: HttpRequest, body: web::Bytes, svc: web::Data<Services>) -> HttpResponse {
+pub async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    svc: web::Data<Services>,
+) -> HttpResponse {
     let delivery = |result: &str| {
         svc.metrics.inc(
             "handover_webhook_deliveries_total",
             format!("result=\"{result}\""),
         )
+    };
+    let body = match super::read_body(payload).await {
+        Ok(body) => body,
+        Err(resp) => {
+            delivery("too_large");
+            return resp;
+        }
     };
     let header = req
         .headers()

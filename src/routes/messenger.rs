@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use super::json_error;
 use crate::app::Services;
-use crate::messenger::events::{DeliveryError, parse_delivery};
+use crate::messenger::events::{DeliveryError, EventKind, parse_delivery};
 use crate::messenger::signature::{self, SignatureError};
 use crate::time::now_ms;
 
@@ -89,9 +89,12 @@ pub async fn receive(
         }
     };
     let total = events.len();
+    // Reads, deliveries and the bot's own echoes never change a conversation: not stored.
+    let app_id = svc.settings.fb_app_id.as_str();
     let relevant: Vec<_> = events
         .into_iter()
         .filter(|e| e.kind.is_relevant())
+        .filter(|e| !matches!(&e.kind, EventKind::Echo { app_id: Some(a), .. } if a == app_id))
         .collect();
     let ignored = total - relevant.len();
     match svc.store.ingest(&relevant, now_ms()).await {

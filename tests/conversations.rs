@@ -1,18 +1,32 @@
 //! Whole conversations against the emulator: a protocol mistake (sending while not the
 //! owner, a take with a target_app_id, a bad appsecret_proof) is rejected there and fails here.
 
+mod common;
+
 use std::time::Duration;
 
+use common::app::{Db, TestDb};
 use messenger_handover::demo::World;
 use messenger_handover::emulator::PAGE_INBOX_APP_ID;
 use messenger_handover::handover::State;
 
 const USER: &str = "7002000000000001";
 
-async fn world(overrides: &[(&str, &str)]) -> World {
-    World::start(overrides)
+/// The service on `db` (a fresh database) against a fresh emulator; `None` when that backend
+/// is not available here.
+async fn world(db: Db, overrides: &[(&str, &str)]) -> Option<(World, TestDb)> {
+    let db = TestDb::new(db).await?;
+    let mut all = vec![("DATABASE_URL", db.url.as_str())];
+    all.extend_from_slice(overrides);
+    let w = World::start(&all)
         .await
-        .expect("the service and the emulator start")
+        .expect("the service and the emulator start");
+    Some((w, db))
+}
+
+async fn finish(w: World, db: TestDb) {
+    w.stop().await;
+    db.drop_db().await;
 }
 
 fn ids(world: &World) -> Vec<String> {
@@ -47,9 +61,10 @@ fn texts(w: &World) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_asks_back_and_contexts_are_reset() {
-    let w = world(&[("CONTEXT_ON_RETURN", "reset")]).await;
+async fn user_asks_back_and_contexts_are_reset(db: Db) {
+    let Some((w, db)) = world(db, &[("CONTEXT_ON_RETURN", "reset")]).await else {
+        return;
+    };
     handed_over(&w).await;
     w.emulator.agent_replies(USER, "Hello, Sam here.").await;
     w.emulator.user_says(USER, "  BACK to bot!! ").await;
@@ -65,12 +80,14 @@ async fn user_asks_back_and_contexts_are_reset() {
     // The bot answers the next message itself again.
     w.emulator.user_says(USER, "Where is my order 1042?").await;
     assert!(texts(&w).last().unwrap().contains("Order"));
-    w.stop().await;
+    finish(w, db).await;
 }
+both_backends!(user_asks_back_and_contexts_are_reset);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_only_clears_the_handover_context() {
-    let w = world(&[("CONTEXT_ON_RETURN", "keep")]).await;
+async fn keep_only_clears_the_handover_context(db: Db) {
+    let Some((w, db)) = world(db, &[("CONTEXT_ON_RETURN", "keep")]).await else {
+        return;
+    };
     handed_over(&w).await;
     w.emulator.user_says(USER, "back to bot").await;
     assert!(w.wait_for_state(USER, State::Bot).await);
@@ -79,12 +96,14 @@ async fn keep_only_clears_the_handover_context() {
     got.sort();
     assert_eq!(got, vec!["generic", "order-followup"]);
     assert_eq!(w.emulator.errors(), Vec::<String>::new());
-    w.stop().await;
+    finish(w, db).await;
 }
+both_backends!(keep_only_clears_the_handover_context);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_types_hash_bot() {
-    let w = world(&[]).await;
+async fn the_agent_types_hash_bot(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
     handed_over(&w).await;
     w.emulator
         .agent_replies(USER, "All done, handing you back.")
@@ -96,12 +115,14 @@ async fn the_agent_types_hash_bot() {
     let calls: Vec<String> = w.emulator.log().into_iter().map(|e| e.call).collect();
     assert!(calls.contains(&"take_thread_control".to_owned()));
     assert_eq!(w.emulator.errors(), Vec::<String>::new());
-    w.stop().await;
+    finish(w, db).await;
 }
+both_backends!(the_agent_types_hash_bot);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_inbox_marks_done() {
-    let w = world(&[]).await;
+async fn the_inbox_marks_done(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
     handed_over(&w).await;
     w.emulator.agent_marks_done(USER).await;
     assert!(w.wait_for_state(USER, State::Bot).await);
@@ -114,12 +135,14 @@ async fn the_inbox_marks_done() {
         Some(&w.services.settings.welcome_back_message)
     );
     assert_eq!(w.emulator.errors(), Vec::<String>::new());
-    w.stop().await;
+    finish(w, db).await;
 }
+both_backends!(the_inbox_marks_done);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_inbox_asks_for_a_thread_the_bot_owns() {
-    let w = world(&[]).await;
+async fn the_inbox_asks_for_a_thread_the_bot_owns(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
     w.emulator.user_says(USER, "Hi").await;
     assert!(w.settle(USER).await);
     w.emulator.inbox_requests_control(USER).await;
@@ -127,12 +150,14 @@ async fn the_inbox_asks_for_a_thread_the_bot_owns() {
     assert!(w.settle(USER).await);
     assert_eq!(w.emulator.owner(USER).as_deref(), Some(PAGE_INBOX_APP_ID));
     assert_eq!(w.emulator.errors(), Vec::<String>::new());
-    w.stop().await;
+    finish(w, db).await;
 }
+both_backends!(the_inbox_asks_for_a_thread_the_bot_owns);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_replying_to_a_bot_thread_is_noticed() {
-    let w = world(&[]).await;
+async fn an_agent_replying_to_a_bot_thread_is_noticed(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
     w.emulator.user_says(USER, "Hi").await;
     w.emulator
         .agent_replies(USER, "Hi! A person here, jumping in.")
@@ -143,12 +168,14 @@ async fn an_agent_replying_to_a_bot_thread_is_noticed() {
     assert!(w.settle(USER).await);
     assert_eq!(w.emulator.owner(USER), Some(bot(&w)));
     assert_eq!(w.emulator.errors(), Vec::<String>::new());
-    w.stop().await;
+    finish(w, db).await;
 }
+both_backends!(an_agent_replying_to_a_bot_thread_is_noticed);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_agent_times_out() {
-    let w = world(&[("AGENT_IDLE_TIMEOUT_SECS", "1")]).await;
+async fn a_silent_agent_times_out(db: Db) {
+    let Some((w, db)) = world(db, &[("AGENT_IDLE_TIMEOUT_SECS", "1")]).await else {
+        return;
+    };
     handed_over(&w).await;
     assert!(w.wait_for_state(USER, State::Bot).await);
     assert!(w.settle(USER).await);
@@ -158,12 +185,14 @@ async fn a_silent_agent_times_out() {
         Some(&w.services.settings.agent_timeout_message)
     );
     assert_eq!(w.emulator.errors(), Vec::<String>::new());
-    w.stop().await;
+    finish(w, db).await;
 }
+both_backends!(a_silent_agent_times_out);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_take_permission_the_thread_stays_with_the_inbox() {
-    let w = world(&[]).await;
+async fn without_take_permission_the_thread_stays_with_the_inbox(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
     handed_over(&w).await;
     // The Page's "Take control of conversations" toggle is off for the bot app.
     w.emulator.set_bot_can_take_control(false);
@@ -194,8 +223,9 @@ async fn without_take_permission_the_thread_stays_with_the_inbox() {
             .all(|e| !e.contains("2018300")),
         "the service tried to send without owning the thread"
     );
-    w.stop().await;
+    finish(w, db).await;
 }
+both_backends!(without_take_permission_the_thread_stays_with_the_inbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_binary_exits_0() {

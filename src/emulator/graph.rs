@@ -1,6 +1,7 @@
 //! The Graph API endpoints: `/{version}/{PAGE_ID|me}/…` and `/{version}/debug_token`.
 //! Parameters are read from the query string, a JSON body or a form body (Meta accepts all
-//! three); every call must carry the bot app's Page token and a matching `appsecret_proof`.
+//! three); every call must carry the bot app's (or the companion app's) Page token and that app's
+//! `appsecret_proof`.
 
 use std::sync::Arc;
 
@@ -108,8 +109,8 @@ fn header(req: &HttpRequest, name: &str) -> Option<String> {
         .map(String::from)
 }
 
-/// The access token (query, body, or `Authorization: Bearer|OAuth`) must be the Page token,
-/// with the bot app's `appsecret_proof`. Returns the calling app.
+/// The access token (query, body, or `Authorization: Bearer|OAuth`) must be the bot app's or
+/// the companion app's Page token, with that app's `appsecret_proof`. Returns the calling app.
 fn authenticate(st: &State, p: &Params, req: &HttpRequest) -> Result<String, GraphError> {
     let token = p.str("access_token").or_else(|| {
         header(req, "authorization").and_then(|h| {
@@ -125,13 +126,13 @@ fn authenticate(st: &State, p: &Params, req: &HttpRequest) -> Result<String, Gra
             "An active access token must be used to query information about the current user.",
         ));
     };
-    if token != st.cfg.page_token {
+    let Some((app, secret)) = page_token_app(st, &token) else {
         return Err(GraphError::new(
             190,
             None,
             "Invalid OAuth access token - Cannot parse access token",
         ));
-    }
+    };
     let Some(proof) = p.str("appsecret_proof") else {
         return Err(GraphError::new(
             100,
@@ -139,14 +140,25 @@ fn authenticate(st: &State, p: &Params, req: &HttpRequest) -> Result<String, Gra
             "API calls from the server require an appsecret_proof argument",
         ));
     };
-    if proof != appsecret_proof(&st.cfg.bot_app_secret, &token) {
+    if proof != appsecret_proof(secret, &token) {
         return Err(GraphError::new(
             100,
             None,
             "Invalid appsecret_proof provided in the API argument",
         ));
     }
-    Ok(st.cfg.bot_app_id.clone())
+    Ok(app.to_string())
+}
+
+/// The app a Page token belongs to, and that app's secret.
+fn page_token_app<'a>(st: &'a State, token: &str) -> Option<(&'a str, &'a str)> {
+    if token == st.cfg.page_token {
+        Some((&st.cfg.bot_app_id, &st.cfg.bot_app_secret))
+    } else if token == st.cfg.companion_page_token {
+        Some((&st.cfg.companion_app_id, &st.cfg.companion_app_secret))
+    } else {
+        None
+    }
 }
 
 /// Handles one Graph API request. `path` is the request path.
@@ -223,8 +235,8 @@ pub(crate) async fn handle(
         ("extend_thread_control", &Method::POST) => extend(inner, &caller, &params),
         ("thread_owner", &Method::GET) => thread_owner(inner, &params),
         ("subscribed_apps", &Method::GET) => Ok(list_subscribed_apps(inner)),
-        ("subscribed_apps", &Method::POST) => subscribe(inner, &params),
-        ("subscribed_apps", &Method::DELETE) => unsubscribe(inner),
+        ("subscribed_apps", &Method::POST) => subscribe(inner, &caller, &params),
+        ("subscribed_apps", &Method::DELETE) => unsubscribe(inner, &caller),
         (
             ""
             | "messages"
@@ -467,17 +479,6 @@ fn page_fields(inner: &Arc<Inner>, p: &Params) -> Outcome {
     Ok((Value::Object(out), format!("fields={}", fields.join(","))))
 }
 
-/// The app whose subscription `POST/DELETE subscribed_apps` changes: the companion app while
-/// the bot's webhook is the Dialogflow integration (which manages its own subscription), the
-/// bot app in bridge mode.
-fn managed_app(st: &State) -> String {
-    if st.cfg.bot_webhook_url.is_some() {
-        st.cfg.bot_app_id.clone()
-    } else {
-        st.cfg.companion_app_id.clone()
-    }
-}
-
 fn list_subscribed_apps(inner: &Arc<Inner>) -> (Value, String) {
     let st = inner.lock();
     let mut data = Vec::new();
@@ -494,11 +495,12 @@ fn list_subscribed_apps(inner: &Arc<Inner>) -> (Value, String) {
     (json!({ "data": data }), detail)
 }
 
-fn subscribe(inner: &Arc<Inner>, p: &Params) -> Outcome {
+/// `POST subscribed_apps` subscribes the app whose Page token is used (as on Meta), replacing
+/// its fields.
+fn subscribe(inner: &Arc<Inner>, caller: &str, p: &Params) -> Outcome {
     if !inner
         .lock()
-        .cfg
-        .page_scopes
+        .scopes_of(caller)
         .iter()
         .any(|s| s == "pages_manage_metadata")
     {
@@ -546,9 +548,8 @@ fn subscribe(inner: &Arc<Inner>, p: &Params) -> Outcome {
         ));
     }
     let mut st = inner.lock();
-    let app = managed_app(&st);
-    let detail = format!("{} ← {}", st.app_name(&app), fields.join(","));
-    if app == st.cfg.bot_app_id {
+    let detail = format!("{} ← {}", st.app_name(caller), fields.join(","));
+    if caller == st.cfg.bot_app_id {
         st.bot_fields = fields;
     } else {
         st.cfg.companion_fields = fields;
@@ -556,11 +557,11 @@ fn subscribe(inner: &Arc<Inner>, p: &Params) -> Outcome {
     Ok((json!({ "success": true }), detail))
 }
 
-fn unsubscribe(inner: &Arc<Inner>) -> Outcome {
+/// `DELETE subscribed_apps` unsubscribes the app whose Page token is used.
+fn unsubscribe(inner: &Arc<Inner>, caller: &str) -> Outcome {
     let mut st = inner.lock();
-    let app = managed_app(&st);
-    let detail = format!("{} unsubscribed", st.app_name(&app));
-    if app == st.cfg.bot_app_id {
+    let detail = format!("{} unsubscribed", st.app_name(caller));
+    if caller == st.cfg.bot_app_id {
         st.bot_fields.clear();
     } else {
         st.cfg.companion_fields.clear();
@@ -569,7 +570,7 @@ fn unsubscribe(inner: &Arc<Inner>) -> Outcome {
 }
 
 /// `GET /debug_token?input_token=…&access_token={app_id}|{app_secret}` (an app token of the
-/// bot or companion app, or the Page token itself with its proof).
+/// bot or companion app, or one of the two Page tokens with its proof).
 fn debug_token(inner: &Arc<Inner>, p: &Params, version: &str) -> HttpResponse {
     let (value, detail) = {
         let st = inner.lock();
@@ -580,9 +581,9 @@ fn debug_token(inner: &Arc<Inner>, p: &Params, version: &str) -> HttpResponse {
         ]
         .iter()
         .any(|(id, secret)| token == format!("{id}|{secret}"));
-        let page_token_ok = token == st.cfg.page_token
-            && p.str("appsecret_proof").as_deref()
-                == Some(appsecret_proof(&st.cfg.bot_app_secret, &token).as_str());
+        let page_token_ok = page_token_app(&st, &token).is_some_and(|(_, secret)| {
+            p.str("appsecret_proof").as_deref() == Some(appsecret_proof(secret, &token).as_str())
+        });
         if !app_token_ok && !page_token_ok {
             drop(st);
             let e = GraphError::new(
@@ -593,18 +594,28 @@ fn debug_token(inner: &Arc<Inner>, p: &Params, version: &str) -> HttpResponse {
             return reject(inner, "debug_token", version, &e);
         }
         let input = p.str("input_token").unwrap_or_default();
-        if input == st.cfg.page_token {
+        if let Some((app, _)) = page_token_app(&st, &input) {
+            let scopes = st.scopes_of(app);
+            let application = if app == st.cfg.bot_app_id {
+                "Demo bot (Dialogflow)"
+            } else {
+                "Handover companion"
+            };
             (
                 json!({ "data": {
-                    "app_id": st.cfg.bot_app_id,
+                    "app_id": app,
                     "type": "PAGE",
-                    "application": "Demo bot (Dialogflow)",
+                    "application": application,
                     "expires_at": 0,
                     "is_valid": true,
-                    "scopes": st.cfg.page_scopes,
+                    "scopes": scopes,
                     "profile_id": st.cfg.page_id,
                 } }),
-                format!("page token valid, scopes {}", st.cfg.page_scopes.join(",")),
+                format!(
+                    "{} page token valid, scopes {}",
+                    st.app_name(app),
+                    scopes.join(",")
+                ),
             )
         } else {
             (

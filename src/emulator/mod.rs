@@ -40,11 +40,16 @@ pub struct EmulatorConfig {
     /// The bot app: the Page's default app; Dialogflow's integration is its webhook.
     pub bot_app_id: String,
     pub bot_app_secret: String,
-    /// The bot app's Page access token: the only token the Graph API accepts.
+    /// The bot app's Page access token (with an `appsecret_proof` of `bot_app_secret`).
     pub page_token: String,
     /// The app whose webhook is the service's `/messenger` (companion mode).
     pub companion_app_id: String,
     pub companion_app_secret: String,
+    /// The companion app's Page access token (with an `appsecret_proof` of
+    /// `companion_app_secret`): calls made with it act as the companion app, e.g.
+    /// `POST subscribed_apps` changes the companion's fields. The Graph API accepts no other
+    /// token than these two.
+    pub companion_page_token: String,
     /// e.g. `http://127.0.0.1:PORT/messenger`; also [`Emulator::set_companion_webhook`].
     pub companion_webhook_url: Option<String>,
     /// Webhook fields the companion app is subscribed to
@@ -68,8 +73,10 @@ pub struct EmulatorConfig {
     /// recorded (see [`Emulator::graph_versions`]).
     pub graph_version: String,
     /// Scopes `debug_token` reports for the Page token. Without `pages_messaging` every Send
-    /// API call fails with `(#200)`.
+    /// API call fails with `(#200)`; without `pages_manage_metadata`, `POST subscribed_apps`.
     pub page_scopes: Vec<String>,
+    /// The same for the companion app's Page token.
+    pub companion_page_scopes: Vec<String>,
     /// `GET /me?fields=messaging_feature_status`.
     pub messaging_feature_status: Value,
     /// Extra attempts for a webhook delivery that did not get a 200 (Meta retries a few times).
@@ -86,6 +93,7 @@ impl Default for EmulatorConfig {
             page_token: "EAAB-emulated-page-token".into(),
             companion_app_id: "222222222222222".into(),
             companion_app_secret: "companion-app-secret".into(),
+            companion_page_token: "EAAC-emulated-companion-page-token".into(),
             companion_webhook_url: None,
             companion_fields: vec![
                 "standby".into(),
@@ -100,6 +108,11 @@ impl Default for EmulatorConfig {
             bot_can_take_control: true,
             graph_version: "v25.0".into(),
             page_scopes: vec![
+                "pages_messaging".into(),
+                "pages_manage_metadata".into(),
+                "pages_show_list".into(),
+            ],
+            companion_page_scopes: vec![
                 "pages_messaging".into(),
                 "pages_manage_metadata".into(),
                 "pages_show_list".into(),
@@ -300,6 +313,11 @@ impl Emulator {
         let mut st = self.inner.lock();
         st.cfg.fulfillment_url = Some(url.to_string());
         st.cfg.fulfillment_auth_header = auth_header;
+    }
+
+    /// The webhook fields an app (bot or companion) is subscribed to now.
+    pub fn subscribed_fields(&self, app_id: &str) -> Vec<String> {
+        self.inner.lock().fields_of(app_id).to_vec()
     }
 
     /// The Page's "Take control of conversations" toggle for the bot app.

@@ -215,6 +215,15 @@ impl State {
         }
     }
 
+    /// The scopes of the Page token an app calls with (the inbox counts as the Page's own).
+    pub fn scopes_of(&self, app_id: &str) -> &[String] {
+        if app_id == self.cfg.companion_app_id {
+            &self.cfg.companion_page_scopes
+        } else {
+            &self.cfg.page_scopes
+        }
+    }
+
     pub fn subscribed(&self, app_id: &str, field: &str) -> bool {
         self.fields_of(app_id).iter().any(|f| f == field)
     }
@@ -592,7 +601,11 @@ impl State {
         psid: &str,
         req: &SendRequest,
     ) -> Result<(Value, Vec<Delivery>), GraphError> {
-        if !self.cfg.page_scopes.iter().any(|s| s == "pages_messaging") {
+        if !self
+            .scopes_of(caller)
+            .iter()
+            .any(|s| s == "pages_messaging")
+        {
             return Err(GraphError::new(
                 200,
                 None,

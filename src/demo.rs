@@ -199,14 +199,21 @@ impl Transcript {
     }
 
     fn contexts(&self, world: &World, psid: &str, when: &str) {
-        let contexts: Vec<String> = world
-            .emulator
-            .contexts(psid)
-            .into_iter()
-            .map(|(id, lifespan, _)| format!("{id}({lifespan})"))
-            .collect();
-        println!("   Dialogflow contexts {when}: {}", contexts.join(", "));
+        println!(
+            "   Dialogflow contexts {when}: {}",
+            contexts_with_lifespans(world, psid).join(", ")
+        );
     }
+}
+
+/// `id(lifespan)` for each of the user's Dialogflow contexts in the emulator.
+fn contexts_with_lifespans(world: &World, psid: &str) -> Vec<String> {
+    world
+        .emulator
+        .contexts(psid)
+        .into_iter()
+        .map(|(id, lifespan, _)| format!("{id}({lifespan})"))
+        .collect()
 }
 
 fn context_ids(world: &World, psid: &str) -> Vec<String> {
@@ -465,12 +472,7 @@ async fn thread_json(world: &World, psid: &str) -> serde_json::Value {
         .iter()
         .map(|m| format!("{}: {}", world.emulator.app_name(&m.from_app_id), m.text))
         .collect();
-    let contexts: Vec<String> = world
-        .emulator
-        .contexts(psid)
-        .into_iter()
-        .map(|(id, lifespan, _)| format!("{id}({lifespan})"))
-        .collect();
+    let contexts = contexts_with_lifespans(world, psid);
     json!({
         "psid": psid,
         "owner": owner,

@@ -189,7 +189,11 @@ fn serve_logs_no_secrets_and_answers_healthcheck() {
         status.success(),
         "graceful stop on SIGTERM: {status:?}\n{logs}"
     );
-    assert!(logs.contains("pass_thread_control failed"), "{logs}");
+    assert!(logs.contains("thread control call failed"), "{logs}");
+    assert!(
+        logs.contains("\"endpoint\":\"pass_thread_control\""),
+        "{logs}"
+    );
     assert!(logs.contains("\"path\":\"/messenger\""), "{logs}");
     for secret in SECRETS {
         assert!(!logs.contains(secret), "a secret reached the logs:\n{logs}");

@@ -199,19 +199,7 @@ async fn pass(
         .await;
     }
     let result = svc.graph.pass_thread_control(psid, target, metadata).await;
-    graph_metric(svc, "pass_thread_control", &result);
-    match result {
-        Ok(()) => apply(svc, job, Finish::Done, &Input::PassDone(Ok(()))).await,
-        Err(e) => {
-            let msg = e.to_string();
-            warn!(job = job.id, error = %msg, "pass_thread_control failed");
-            if let Some(retry) = retry_schedule(svc, job, e.is_transient(), &msg) {
-                return finish(svc, job, retry).await;
-            }
-            let input = Input::PassDone(Err(failure_of(&e)));
-            apply(svc, job, failed(job, &msg, e.is_transient()), &input).await
-        }
-    }
+    thread_control_done(svc, job, "pass_thread_control", result, Input::PassDone).await
 }
 
 async fn take(svc: &Services, job: &ClaimedJob, metadata: &str) -> Result<Outcome, StoreError> {
@@ -221,16 +209,28 @@ async fn take(svc: &Services, job: &ClaimedJob, metadata: &str) -> Result<Outcom
         return skip(svc, job, "the bot already owns the thread").await;
     }
     let result = svc.graph.take_thread_control(psid, metadata).await;
-    graph_metric(svc, "take_thread_control", &result);
+    thread_control_done(svc, job, "take_thread_control", result, Input::TakeDone).await
+}
+
+/// Records a pass or take: success or a permanent failure goes to the state machine; a
+/// transient failure is retried until `JOB_MAX_ATTEMPTS`, then counts as a failure too.
+async fn thread_control_done(
+    svc: &Services,
+    job: &ClaimedJob,
+    endpoint: &str,
+    result: Result<(), GraphError>,
+    done: fn(Result<(), Failure>) -> Input<'static>,
+) -> Result<Outcome, StoreError> {
+    graph_metric(svc, endpoint, &result);
     match result {
-        Ok(()) => apply(svc, job, Finish::Done, &Input::TakeDone(Ok(()))).await,
+        Ok(()) => apply(svc, job, Finish::Done, &done(Ok(()))).await,
         Err(e) => {
             let msg = e.to_string();
-            warn!(job = job.id, error = %msg, "take_thread_control failed");
+            warn!(job = job.id, error = %msg, endpoint, "thread control call failed");
             if let Some(retry) = retry_schedule(svc, job, e.is_transient(), &msg) {
                 return finish(svc, job, retry).await;
             }
-            let input = Input::TakeDone(Err(failure_of(&e)));
+            let input = done(Err(failure_of(&e)));
             apply(svc, job, failed(job, &msg, e.is_transient()), &input).await
         }
     }

@@ -15,9 +15,10 @@ use crate::config::{ContextOnReturn, FulfillmentAuth};
 use crate::dialogflow::webhook::{
     Context, WebhookRequest, WebhookResponse, context_id, context_name, is_integration_context,
 };
-use crate::handover::{Input, decide};
+use crate::handover::{Decision, Input, decide};
 use crate::jobs::sync_contexts::{HANDOVER_CONTEXT, restorable};
 use crate::secret::constant_time_eq;
+use crate::store::StoreError;
 use crate::time::now_ms;
 
 /// Lifespan of the `human_handover` output context (in conversational turns).
@@ -132,7 +133,25 @@ pub async fn fulfillment(
     }
 }
 
-type Answer = Result<(&'static str, WebhookResponse), crate::store::StoreError>;
+type Answer = Result<(&'static str, WebhookResponse), StoreError>;
+
+/// Feeds `input` to the state machine in one store transaction; wakes the worker for new jobs.
+async fn apply(
+    svc: &Services,
+    page_id: &str,
+    psid: &str,
+    input: &Input<'_>,
+) -> Result<Decision, StoreError> {
+    let now = now_ms();
+    let decision = svc
+        .store
+        .apply(page_id, psid, now, |t| decide(t, input, &svc.policy, now))
+        .await?;
+    if !decision.jobs.is_empty() {
+        svc.wake.notify_one();
+    }
+    Ok(decision)
+}
 
 fn own_or(request: &WebhookRequest, fallback: &str) -> WebhookResponse {
     if request.own_text().is_some() {
@@ -161,14 +180,7 @@ async fn handover(svc: &Services, request: &WebhookRequest, page_id: &str, psid:
         session: request.session.clone(),
         snapshot: Value::Array(snapshot),
     };
-    let now = now_ms();
-    let decision = svc
-        .store
-        .apply(page_id, psid, now, |t| decide(t, &input, &svc.policy, now))
-        .await?;
-    if !decision.jobs.is_empty() {
-        svc.wake.notify_one();
-    }
+    let decision = apply(svc, page_id, psid, &input).await?;
     info!(
         state = decision.thread.state.as_str(),
         delay_ms = svc.settings.handover_pass_delay_ms,
@@ -191,14 +203,7 @@ async fn return_to_bot(
     let input = Input::ReturnByFulfillment {
         session: request.session.clone(),
     };
-    let now = now_ms();
-    let decision = svc
-        .store
-        .apply(page_id, psid, now, |t| decide(t, &input, &svc.policy, now))
-        .await?;
-    if !decision.jobs.is_empty() {
-        svc.wake.notify_one();
-    }
+    let decision = apply(svc, page_id, psid, &input).await?;
     // The contexts are set in this very response (in-band), so no API call is needed.
     let session = &request.session;
     let snapshot = decision.thread.snapshot.as_ref();
@@ -240,9 +245,6 @@ async fn remember(svc: &Services, request: &WebhookRequest, page_id: &str, psid:
     let input = Input::RememberSession {
         session: request.session.clone(),
     };
-    let now = now_ms();
-    svc.store
-        .apply(page_id, psid, now, |t| decide(t, &input, &svc.policy, now))
-        .await?;
+    apply(svc, page_id, psid, &input).await?;
     Ok(("passthrough", request.own_response()))
 }

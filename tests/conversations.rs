@@ -251,3 +251,47 @@ async fn the_demo_binary_exits_0() {
     assert!(stdout.contains("Every step behaved as expected."));
     assert!(!stdout.contains('✗'));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_can_be_played_by_hand() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_messenger-handover"))
+        .args(["demo", "--serve"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("demo --serve starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let control = loop {
+        let line = lines.next().expect("demo --serve prints its URLs").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("control") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    let said: serde_json::Value = client
+        .post(format!("{control}/users/42/says"))
+        .body("I want to talk to a human")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(said["owner"], "page inbox", "{said}");
+    assert_eq!(said["state"], "HUMAN");
+    let back: serde_json::Value = client
+        .post(format!("{control}/users/42/says"))
+        .body("back to bot")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(back["state"], "BOT", "{back}");
+    let calls = back["calls"].to_string();
+    assert!(calls.contains("take_thread_control"), "{calls}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::secret::Secret;
 
+/// App id of the Facebook Page Inbox (the human agents' inbox).
 pub const PAGE_INBOX_APP_ID: &str = "263902037430900";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -608,7 +609,7 @@ fn dialogflow_settings(r: &mut Reader) -> Option<DialogflowSettings> {
     }
     let api_base = match r.optional("DIALOGFLOW_API_BASE") {
         Some(base) => r.url("DIALOGFLOW_API_BASE", base, &["https", "http"]),
-        None => dialogflow_base_for_location(&location),
+        None => crate::dialogflow::api::DialogflowClient::base_for_location(&location),
     };
     let credentials = match r.optional("GOOGLE_APPLICATION_CREDENTIALS") {
         Some(path) => {
@@ -631,14 +632,6 @@ fn dialogflow_settings(r: &mut Reader) -> Option<DialogflowSettings> {
         api_base,
         credentials,
     })
-}
-
-/// The regional endpoint of a Dialogflow ES agent.
-pub fn dialogflow_base_for_location(location: &str) -> String {
-    match location {
-        "" | "global" => "https://dialogflow.googleapis.com".to_owned(),
-        region => format!("https://{region}-dialogflow.googleapis.com"),
-    }
 }
 
 fn fulfillment_auth(r: &mut Reader) -> FulfillmentAuth {

@@ -29,8 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use platform::{Delivery, SendRequest, State};
 
-/// The Facebook Page Inbox app id.
-pub const PAGE_INBOX_APP_ID: &str = "263902037430900";
+pub use crate::config::PAGE_INBOX_APP_ID;
 
 /// How the emulated Page, apps and agent are set up.
 #[derive(Clone, Debug)]

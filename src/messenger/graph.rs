@@ -17,8 +17,7 @@ use serde_json::{Value, json};
 use crate::messenger::signature::appsecret_proof;
 use crate::secret::Secret;
 
-/// App id of the Facebook Page Inbox (the human agents' inbox).
-pub const PAGE_INBOX_APP_ID: &str = "263902037430900";
+pub use crate::config::PAGE_INBOX_APP_ID;
 
 /// Longest response body kept in [`GraphError::Http`], in characters.
 const MAX_ERROR_BODY_CHARS: usize = 300;

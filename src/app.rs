@@ -35,5 +35,7 @@ pub fn policy_from(settings: &Settings) -> Policy {
         agent_return_phrases: PhraseSet::new(&settings.agent_return_phrases),
         idle_timeout_ms: (settings.agent_idle_timeout_secs as i64) * 1000,
         pass_delay_ms: settings.handover_pass_delay_ms as i64,
+        stuck_after_ms: (settings.stuck_after_secs as i64) * 1000,
+        standby_means_not_bot: settings.fb_webhook_app_id == settings.fb_app_id,
     }
 }

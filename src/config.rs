@@ -111,6 +111,7 @@ pub struct Settings {
     pub handover_message: String,
     pub welcome_back_message: String,
     pub agent_timeout_message: String,
+    pub handover_failed_message: String,
     pub handover_pass_delay_ms: u64,
     pub agent_idle_timeout_secs: u64,
     pub context_on_return: ContextOnReturn,
@@ -119,6 +120,8 @@ pub struct Settings {
     pub messenger_mode: MessengerMode,
     pub job_retry_base_ms: u64,
     pub job_max_attempts: u32,
+    /// How long a pass or take keeps being retried (other jobs: `job_max_attempts`).
+    pub job_retry_for_secs: u64,
     pub job_concurrency: usize,
     /// How long a claimed job is held before another worker may run it again.
     pub job_lease_ms: u64,
@@ -133,6 +136,7 @@ pub const DEFAULT_HANDOVER_MESSAGE: &str =
     "I'm connecting you with a person from our team. They will reply here shortly.";
 pub const DEFAULT_WELCOME_BACK_MESSAGE: &str =
     "Welcome back! You're chatting with the bot again. How can I help?";
+pub const DEFAULT_HANDOVER_FAILED_MESSAGE: &str = "Sorry, I couldn't reach a person from our team just now. I'm still here to help; you can ask for a person again later.";
 pub const DEFAULT_AGENT_TIMEOUT_MESSAGE: &str = "Our team hasn't been able to reply, so the bot is back to help you. Ask for a person again at any time.";
 
 /// Raw settings, by upper-case name, from the TOML file and then the environment.
@@ -247,6 +251,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "HANDOVER_MESSAGE",
     "WELCOME_BACK_MESSAGE",
     "AGENT_TIMEOUT_MESSAGE",
+    "HANDOVER_FAILED_MESSAGE",
     "HANDOVER_PASS_DELAY_MS",
     "AGENT_IDLE_TIMEOUT_SECS",
     "CONTEXT_ON_RETURN",
@@ -262,6 +267,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "MESSENGER_MODE",
     "JOB_RETRY_BASE_MS",
     "JOB_MAX_ATTEMPTS",
+    "JOB_RETRY_FOR_SECS",
     "JOB_CONCURRENCY",
     "JOB_LEASE_MS",
     "RECONCILE_INTERVAL_SECS",
@@ -437,10 +443,13 @@ impl Settings {
         let handover_message = r.text("HANDOVER_MESSAGE", DEFAULT_HANDOVER_MESSAGE);
         let welcome_back_message = r.text("WELCOME_BACK_MESSAGE", DEFAULT_WELCOME_BACK_MESSAGE);
         let agent_timeout_message = r.text("AGENT_TIMEOUT_MESSAGE", DEFAULT_AGENT_TIMEOUT_MESSAGE);
+        let handover_failed_message =
+            r.text("HANDOVER_FAILED_MESSAGE", DEFAULT_HANDOVER_FAILED_MESSAGE);
         for (key, text) in [
             ("HANDOVER_MESSAGE", &handover_message),
             ("WELCOME_BACK_MESSAGE", &welcome_back_message),
             ("AGENT_TIMEOUT_MESSAGE", &agent_timeout_message),
+            ("HANDOVER_FAILED_MESSAGE", &handover_failed_message),
         ] {
             // The Send API limit for a text message.
             if text.chars().count() > 2000 {
@@ -484,6 +493,7 @@ impl Settings {
         };
         let job_retry_base_ms = r.number::<u64>("JOB_RETRY_BASE_MS", 1000, 1, 3_600_000);
         let job_max_attempts = r.number::<u32>("JOB_MAX_ATTEMPTS", 8, 1, 100);
+        let job_retry_for_secs = r.number::<u64>("JOB_RETRY_FOR_SECS", 3600, 1, 7 * 86_400);
         let job_concurrency = r.number::<usize>("JOB_CONCURRENCY", 16, 1, 1024);
         let job_lease_ms = r.number::<u64>("JOB_LEASE_MS", 120_000, 1_000, 3_600_000);
         let reconcile_interval_secs = r.number::<u64>("RECONCILE_INTERVAL_SECS", 60, 1, 86_400);
@@ -518,6 +528,7 @@ impl Settings {
             handover_message,
             welcome_back_message,
             agent_timeout_message,
+            handover_failed_message,
             handover_pass_delay_ms,
             agent_idle_timeout_secs,
             context_on_return,
@@ -526,6 +537,7 @@ impl Settings {
             messenger_mode,
             job_retry_base_ms,
             job_max_attempts,
+            job_retry_for_secs,
             job_concurrency,
             job_lease_ms,
             reconcile_interval_secs,

@@ -771,7 +771,7 @@ pub fn graph_fix(err: &GraphError, vars: TokenVars, base: &str) -> String {
             (1 | 2, _) => "a temporary Meta error: run doctor again in a minute".to_owned(),
             _ => format!("check {token}, {secret}, FB_PAGE_ID and GRAPH_API_VERSION"),
         },
-        GraphError::Timeout | GraphError::Transport(_) => format!(
+        GraphError::Timeout | GraphError::Transport(_) | GraphError::Connect(_) => format!(
             "cannot reach GRAPH_API_BASE ({base}): check the network, proxy and firewall, and \
              GRAPH_API_BASE"
         ),
@@ -1678,6 +1678,7 @@ mod tests {
             kind: "OAuthException".into(),
             message: message.into(),
             fbtrace_id: None,
+            retry_after: None,
         };
         let base = "https://graph.facebook.com";
         assert!(graph_fix(&api(190, None, "bad"), BOT_VARS, base).contains("FB_PAGE_ACCESS_TOKEN"));

@@ -537,3 +537,124 @@ async fn static_token_source() {
         "x"
     );
 }
+
+/// A reqwest client that sends the global and the europe-west2 Dialogflow hosts to `server`
+/// (plain HTTP), so the `Host` header shows which host a call was made for.
+fn resolving_client(server: &MockServer) -> reqwest::Client {
+    let addr = *server.address();
+    reqwest::Client::builder()
+        .no_proxy()
+        .resolve("dialogflow.googleapis.com", addr)
+        .resolve("europe-west2-dialogflow.googleapis.com", addr)
+        .build()
+        .unwrap()
+}
+
+async fn static_auth() -> Arc<TokenSource> {
+    Arc::new(
+        TokenSource::build(TokenSourceConfig::Static(
+            messenger_handover::secret::Secret::new("ya29.static"),
+        ))
+        .await
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_regional_session_goes_to_its_regional_host() {
+    let server = MockServer::start().await;
+    // The regional session's calls, on the europe-west2 host only.
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{REGIONAL_SESSION}/contexts")))
+        .and(header("host", "europe-west2-dialogflow.googleapis.com"))
+        .and(header("authorization", "Bearer ya29.static"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "contexts": [{ "name": format!("{REGIONAL_SESSION}/contexts/human_handover"), "lifespanCount": 5 }]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(format!(
+            "/v2/{REGIONAL_SESSION}/contexts/human_handover"
+        )))
+        .and(header("host", "europe-west2-dialogflow.googleapis.com"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // A session without a location, on the default (global) host.
+    Mock::given(method("DELETE"))
+        .and(path(format!("/v2/{SESSION}/contexts")))
+        .and(header("host", "dialogflow.googleapis.com"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    // The default base (DIALOGFLOW_LOCATION=global, no DIALOGFLOW_API_BASE), over plain HTTP.
+    let df = DialogflowClient::new(
+        resolving_client(&server),
+        "http://dialogflow.googleapis.com".to_owned(),
+        static_auth().await,
+        Duration::from_secs(5),
+    );
+    let contexts = df.list_contexts(REGIONAL_SESSION).await.unwrap();
+    assert_eq!(context_id(&contexts[0].name), "human_handover");
+    df.delete_context(&contexts[0].name).await.unwrap();
+    df.delete_all_contexts(SESSION).await.unwrap();
+
+    let hosts: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers["host"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "europe-west2-dialogflow.googleapis.com",
+            "europe-west2-dialogflow.googleapis.com",
+            "dialogflow.googleapis.com",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_explicit_base_serves_every_location() {
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .and(path(format!("/v2/{REGIONAL_SESSION}/contexts")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(2)
+        .mount(&server)
+        .await;
+
+    // DIALOGFLOW_API_BASE pointing at a test server or a private endpoint: inferred explicit.
+    let df = DialogflowClient::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+        server.uri(),
+        static_auth().await,
+        Duration::from_secs(5),
+    );
+    df.delete_all_contexts(REGIONAL_SESSION).await.unwrap();
+
+    // DIALOGFLOW_API_BASE set to the global Dialogflow host: explicit because the caller says so.
+    let df = DialogflowClient::new(
+        resolving_client(&server),
+        "http://dialogflow.googleapis.com".to_owned(),
+        static_auth().await,
+        Duration::from_secs(5),
+    )
+    .with_explicit_base(true);
+    df.delete_all_contexts(REGIONAL_SESSION).await.unwrap();
+    let hosts: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers["host"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(hosts[1], "dialogflow.googleapis.com");
+}

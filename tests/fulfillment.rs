@@ -206,7 +206,7 @@ async fn handover_answers_at_once_and_passes_after_the_delay(db: Db) {
         json!({
             "recipient": { "id": PSID },
             "target_app_id": 263902037430900u64,
-            "metadata": "messenger-handover: the user asked for a person"
+            "metadata": "messenger-handover: the user asked for a person [handover 1]"
         })
     );
     let audit = app.store().transitions(PAGE_ID, PSID).await.unwrap();
@@ -319,6 +319,11 @@ async fn a_permanent_graph_error_is_not_retried(db: Db) {
         })))
         .mount(&graph)
         .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{GRAPH_VERSION}/{PAGE_ID}/messages")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message_id": "m_1"})))
+        .mount(&graph)
+        .await;
     let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
     assert_eq!(
         app.fulfillment(&fixture("dialogflow/handover.json"))
@@ -331,6 +336,14 @@ async fn a_permanent_graph_error_is_not_retried(db: Db) {
         .await;
     app.wait_idle(PSID).await;
     assert_eq!(thread.state, State::Bot, "the bot still owns the thread");
+    // The user is told that no person is coming.
+    let told = requests_to(&graph, "/messages").await;
+    assert_eq!(told.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&told[0].body).unwrap();
+    assert_eq!(
+        body["message"]["text"].as_str(),
+        Some(messenger_handover::config::DEFAULT_HANDOVER_FAILED_MESSAGE)
+    );
     assert!(thread.last_error.unwrap().contains("#200"));
     assert_eq!(requests_to(&graph, "/pass_thread_control").await.len(), 1);
     let jobs = app.jobs(PSID).await;
@@ -517,9 +530,11 @@ async fn a_job_running_when_the_process_died_runs_again() {
                     JobPayload::Pass {
                         target_app_id: INBOX.into(),
                         metadata: "m".into(),
+                        epoch: 0,
                     },
                 )],
                 cancel: vec![],
+                welcome_in_band: false,
             }
         })
         .await

@@ -324,6 +324,10 @@ async fn not_thread_owner_is_permanent() {
     assert!(err.is_not_thread_owner());
     assert!(!err.is_outside_window());
     assert!(!err.is_transient());
+    // Meta refused it: nothing was applied, so there is nothing to verify.
+    assert!(!err.outcome_unknown());
+    assert!(!err.is_rate_limited());
+    assert_eq!(err.retry_after(), None);
     assert_eq!(err.code(), Some(10));
     assert_eq!(err.subcode(), Some(2018300));
     match &err {
@@ -394,11 +398,14 @@ async fn rate_limit_613_is_transient_and_190_is_permanent() {
     let err = c.take_thread_control(PSID, "m").await.unwrap_err();
     assert_eq!(err.code(), Some(613));
     assert!(err.is_transient());
+    assert!(err.is_rate_limited());
+    assert!(!err.outcome_unknown());
     assert_no_secret(&err);
 
     let err = c.pass_thread_control(PSID, INBOX, "m").await.unwrap_err();
     assert_eq!(err.code(), Some(190));
     assert!(!err.is_transient());
+    assert!(!err.is_rate_limited());
     assert_no_secret(&err);
 }
 
@@ -411,7 +418,7 @@ async fn server_errors_without_a_graph_body_are_transient_http_errors() {
         .await;
     let err = client(&server).thread_owner(PSID).await.unwrap_err();
     match &err {
-        GraphError::Http { status, body } => {
+        GraphError::Http { status, body, .. } => {
             assert_eq!(*status, 500);
             assert!(body.chars().count() <= 301);
         }
@@ -464,11 +471,14 @@ async fn timeout_maps_to_timeout() {
     let err = c.take_thread_control(PSID, "m").await.unwrap_err();
     assert!(matches!(err, GraphError::Timeout), "{err:?}");
     assert!(err.is_transient());
+    // The take may have reached Meta and been applied.
+    assert!(err.outcome_unknown());
+    assert_eq!(err.retry_after(), None);
     assert_no_secret(&err);
 }
 
 #[tokio::test]
-async fn transport_errors_do_not_show_the_url_or_token() {
+async fn connection_refused_is_a_transient_connect_error_that_never_reached_meta() {
     // Bind then drop a listener so the port is (very likely) closed.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -485,8 +495,10 @@ async fn transport_errors_do_not_show_the_url_or_token() {
         reqwest::Client::new(),
     );
     let err = c.take_thread_control(PSID, "m").await.unwrap_err();
-    assert!(matches!(err, GraphError::Transport(_)), "{err:?}");
+    assert!(matches!(err, GraphError::Connect(_)), "{err:?}");
     assert!(err.is_transient());
+    assert!(!err.outcome_unknown());
+    assert!(!err.is_rate_limited());
     let shown = format!("{err} / {err:?}");
     assert!(!shown.contains("access_token"), "{shown}");
     assert!(!shown.contains("127.0.0.1"), "{shown}");
@@ -645,4 +657,190 @@ async fn success_false_is_an_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, GraphError::Decode(_)));
+}
+
+#[tokio::test]
+async fn http_429_with_retry_after_is_a_rate_limit() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/take_thread_control")))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "7")
+                .set_body_string("Too Many Requests"),
+        )
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .take_thread_control(PSID, "m")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, GraphError::Http { status: 429, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    assert!(err.is_rate_limited());
+    assert!(err.is_transient());
+    assert!(!err.outcome_unknown());
+    assert_eq!(err.to_string(), "Graph API HTTP 429: Too Many Requests");
+}
+
+#[tokio::test]
+async fn a_graph_rate_limit_body_carries_retry_after() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/messages")))
+        .respond_with(
+            graph_error(
+                400,
+                613,
+                None,
+                "Calls to this api have exceeded the rate limit.",
+            )
+            .insert_header("Retry-After", "120"),
+        )
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .send_text(PSID, "hi", &[], MessagingType::Response)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(613));
+    assert!(err.is_rate_limited());
+    assert!(err.is_transient());
+    assert!(!err.outcome_unknown());
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+}
+
+#[tokio::test]
+async fn a_garbage_2xx_body_on_pass_is_an_unknown_outcome() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/pass_thread_control")))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>ok?</html"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .pass_thread_control(PSID, INBOX, "m")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GraphError::Decode(_)), "{err:?}");
+    assert!(err.outcome_unknown());
+    assert!(!err.is_transient());
+    assert!(!err.is_rate_limited());
+    assert_no_secret(&err);
+}
+
+#[tokio::test]
+async fn a_gateway_502_with_html_is_an_unknown_outcome() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{PAGE}/take_thread_control")))
+        .respond_with(
+            ResponseTemplate::new(502)
+                .insert_header("content-type", "text/html")
+                .set_body_string("<html><body><h1>502 Bad Gateway</h1></body></html>"),
+        )
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .take_thread_control(PSID, "m")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, GraphError::Http { status: 502, .. }),
+        "{err:?}"
+    );
+    assert!(err.outcome_unknown());
+    assert!(err.is_transient());
+    assert!(!err.is_rate_limited());
+    assert_eq!(err.retry_after(), None);
+}
+
+#[tokio::test]
+async fn a_graph_error_on_a_5xx_is_not_an_unknown_outcome() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(graph_error(503, 2, None, "Service temporarily unavailable"))
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .pass_thread_control(PSID, INBOX, "m")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(2));
+    assert!(err.is_transient());
+    assert!(!err.outcome_unknown());
+}
+
+/// A server that accepts connections, reads the request head, then writes `reply` (possibly
+/// nothing) and closes the connection. Plain threads, so it needs no extra tokio features.
+fn broken_server(reply: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut socket) = stream else { break };
+            std::thread::spawn(move || {
+                // Read the whole request (head + content-length body), so closing the socket
+                // sends a FIN rather than a reset.
+                let mut buf = [0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                loop {
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                    match socket.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(reply);
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_connection_lost_after_it_was_made_is_an_unknown_outcome() {
+    for reply in [
+        // Closed without an answer.
+        &b""[..],
+        // Headers promise a body that never comes.
+        &b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"succ"
+            [..],
+    ] {
+        let base = broken_server(reply);
+        let c = GraphClient::new(
+            GraphSettings {
+                base,
+                version: "v25.0".into(),
+                page_id: Some(PAGE.into()),
+                page_token: Secret::new(TOKEN),
+                app_secret: Secret::new(APP_SECRET),
+                timeout: Duration::from_secs(5),
+            },
+            reqwest::Client::new(),
+        );
+        let err = c.take_thread_control(PSID, "m").await.unwrap_err();
+        assert!(matches!(err, GraphError::Transport(_)), "{err:?}");
+        assert!(err.is_transient());
+        assert!(err.outcome_unknown());
+        let shown = format!("{err} / {err:?}");
+        assert!(!shown.contains("access_token"), "{shown}");
+        assert_no_secret(&err);
+    }
 }

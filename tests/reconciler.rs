@@ -23,11 +23,22 @@ async fn stuck(url: &str, psid: &str, state: State, age_ms: i64) {
             thread.state = state;
             thread.state_since = now - age_ms;
             thread.last_user_msg_at = Some(now - 60_000);
+            // As the state machine leaves it: the decision that led there, and when the
+            // reconciler looks first (STUCK_AFTER_SECS=120, or a day in HUMAN).
+            thread.epoch = 1;
+            thread.state_at = now - age_ms;
+            let first_look = if state == State::Human {
+                DAY_MS
+            } else {
+                120_000
+            };
+            thread.next_check_at = Some(now - age_ms + first_look);
             Decision {
                 thread,
                 cause: Some("test setup".into()),
                 jobs: vec![],
                 cancel: vec![],
+                welcome_in_band: false,
             }
         })
         .await

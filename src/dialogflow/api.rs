@@ -1,7 +1,9 @@
 //! Dialogflow ES v2 REST client: session contexts, agent lookup and text detectIntent.
 //!
 //! Session and context names are used verbatim in the path, so sessions under
-//! `environments/…/users/…` or `locations/…` work unchanged.
+//! `environments/…/users/…` or `locations/…` work unchanged. The API host is chosen per call
+//! from the name ([`api_base_for`]): a session under `projects/P/locations/L/…` with a
+//! non-global `L` goes to `L`'s regional host, unless the base was set explicitly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,11 @@ const MAX_LIST_PAGES: usize = 50;
 #[derive(Clone)]
 pub struct DialogflowClient {
     http: reqwest::Client,
+    /// The default base, without a trailing `/`.
     base: String,
+    /// `true`: `base` serves every call; `false`: sessions in a non-global location go to that
+    /// location's regional host.
+    explicit_base: bool,
     auth: Arc<TokenSource>,
     timeout: Duration,
 }
@@ -28,6 +34,7 @@ impl std::fmt::Debug for DialogflowClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DialogflowClient")
             .field("base", &self.base)
+            .field("explicit_base", &self.explicit_base)
             .field("auth", &self.auth.describe())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -79,6 +86,12 @@ struct ListContextsResponse {
 impl DialogflowClient {
     /// `base` is e.g. `https://dialogflow.googleapis.com` (no `/v2`; a trailing `/` is ignored).
     /// `timeout` applies to each HTTP request.
+    ///
+    /// A `base` on a Dialogflow host ([`DialogflowClient::base_for_location`], the default that
+    /// follows `DIALOGFLOW_LOCATION`) is only a default: a session or context under a non-global
+    /// `locations/L` goes to `L`'s regional host. Any other `base` (`DIALOGFLOW_API_BASE`
+    /// pointing at a test server or a private endpoint) serves every call. Use
+    /// [`DialogflowClient::with_explicit_base`] to say so when it is known.
     pub fn new(
         http: reqwest::Client,
         base: String,
@@ -86,12 +99,27 @@ impl DialogflowClient {
         timeout: Duration,
     ) -> Self {
         let base = base.trim_end_matches('/').to_owned();
+        let explicit_base = !is_dialogflow_base(&base);
         Self {
             http,
             base,
+            explicit_base,
             auth,
             timeout,
         }
+    }
+
+    /// `true`: the base given to [`DialogflowClient::new`] was set explicitly
+    /// (`DIALOGFLOW_API_BASE`) and serves every call, even one on a Dialogflow host; `false`:
+    /// it is the default, and sessions in another location go to their regional host.
+    pub fn with_explicit_base(mut self, explicit: bool) -> Self {
+        self.explicit_base = explicit;
+        self
+    }
+
+    /// The base a call on `resource` (a session, context or agent name) goes to.
+    pub fn base_for(&self, resource: &str) -> String {
+        api_base_for(resource, &self.base, self.explicit_base)
     }
 
     /// The API host for an agent location: `global` (or empty) uses the global host, anything
@@ -198,10 +226,11 @@ impl DialogflowClient {
         decode(&response, "sessions.detectIntent")
     }
 
-    /// `{base}/v2/{resource}{suffix}`, with `resource` used verbatim after a sanity check.
+    /// `{base}/v2/{resource}{suffix}`, with `resource` used verbatim after a sanity check and
+    /// `base` chosen for it by [`DialogflowClient::base_for`].
     fn url(&self, resource: &str, suffix: &str) -> Result<String, DialogflowError> {
         check_resource_name(resource)?;
-        Ok(format!("{}/v2/{resource}{suffix}", self.base))
+        Ok(format!("{}/v2/{resource}{suffix}", self.base_for(resource)))
     }
 
     /// Sends one request with a bearer token; on HTTP 401 fetches a fresh token and retries once.
@@ -269,6 +298,86 @@ impl DialogflowClient {
             }
         })
     }
+}
+
+/// The API base for a call on `resource` (a session, context or agent name).
+///
+/// - `explicit`: `default_base`, always.
+/// - `projects/P/locations/L/…` with `L` not `global`: `L`'s regional host
+///   ([`DialogflowClient::base_for_location`]). When `default_base` is itself on a Dialogflow host,
+///   only its host is replaced, so its scheme and port are kept.
+/// - `global`, no `locations/` segment, or a malformed name: `default_base`.
+///
+/// The result has no trailing `/`.
+pub fn api_base_for(resource: &str, default_base: &str, explicit: bool) -> String {
+    let default_base = default_base.trim().trim_end_matches('/');
+    let location = match resource_location(resource) {
+        Some(location) if !explicit => location,
+        _ => return default_base.to_owned(),
+    };
+    let regional = DialogflowClient::base_for_location(location);
+    let Ok(mut url) = reqwest::Url::parse(default_base) else {
+        return regional;
+    };
+    let regional_host = reqwest::Url::parse(&regional)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    match regional_host {
+        Some(host) if is_dialogflow_base(default_base) && url.set_host(Some(&host)).is_ok() => {
+            url.as_str().trim_end_matches('/').to_owned()
+        }
+        _ => regional,
+    }
+}
+
+/// The `L` of `projects/P/locations/L/…` when it is a non-global location id (lowercase
+/// letters, digits and `-`); `None` for `global`, for names without a location and for
+/// malformed ones.
+fn resource_location(resource: &str) -> Option<&str> {
+    let mut segments = resource.trim().split('/');
+    let (Some("projects"), Some(project), Some("locations"), Some(location)) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return None;
+    };
+    let global = location.eq_ignore_ascii_case("global");
+    (!project.is_empty() && !global && is_location_id(location)).then_some(location)
+}
+
+fn is_location_id(location: &str) -> bool {
+    !location.is_empty()
+        && !location.starts_with('-')
+        && !location.ends_with('-')
+        && location
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Whether `base` is the global or a regional Dialogflow base (as
+/// [`DialogflowClient::base_for_location`] makes them), whatever its scheme and port.
+fn is_dialogflow_base(base: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+    else {
+        return false;
+    };
+    let host_for = |location: &str| {
+        reqwest::Url::parse(&DialogflowClient::base_for_location(location))
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+    };
+    if host_for("global").as_deref() == Some(host.as_str()) {
+        return true;
+    }
+    // A regional host starts with its location: try every prefix that ends before a `-`.
+    host.match_indices('-').any(|(i, _)| {
+        let location = &host[..i];
+        is_location_id(location) && host_for(location).as_deref() == Some(host.as_str())
+    })
 }
 
 fn ok_if_missing(result: Result<Vec<u8>, DialogflowError>) -> Result<(), DialogflowError> {
@@ -426,6 +535,140 @@ mod tests {
             DialogflowClient::base_for_location("europe-west2"),
             "https://europe-west2-dialogflow.googleapis.com"
         );
+    }
+
+    #[test]
+    fn api_base_for_derives_the_regional_host_from_the_name() {
+        const GLOBAL: &str = "https://dialogflow.googleapis.com";
+        const LONDON: &str = "https://europe-west2-dialogflow.googleapis.com";
+        let derived = |name: &str| api_base_for(name, GLOBAL, false);
+        // Agent session and environment/user session without a location: the default.
+        assert_eq!(derived(SESSION), GLOBAL);
+        assert_eq!(
+            derived("projects/p/agent/environments/production/users/-/sessions/s"),
+            GLOBAL
+        );
+        // Regional session, agent session and context names, and agents.
+        for name in [
+            "projects/p/locations/europe-west2/agent/sessions/s",
+            "projects/p/locations/europe-west2/agent/environments/production/users/-/sessions/s",
+            "projects/p/locations/europe-west2/agent/sessions/s/contexts/human_handover",
+            "projects/p/locations/europe-west2/agent",
+        ] {
+            assert_eq!(derived(name), LONDON, "{name}");
+        }
+        // `global` uses the default, whatever DIALOGFLOW_LOCATION made it.
+        assert_eq!(
+            derived("projects/p/locations/global/agent/sessions/s"),
+            GLOBAL
+        );
+        assert_eq!(
+            api_base_for(
+                "projects/p/locations/global/agent/sessions/s",
+                LONDON,
+                false
+            ),
+            LONDON
+        );
+        assert_eq!(
+            api_base_for(
+                "projects/p/agent/sessions/s",
+                "https://us-central1-dialogflow.googleapis.com/",
+                false
+            ),
+            "https://us-central1-dialogflow.googleapis.com"
+        );
+        // Another location than the default's.
+        assert_eq!(
+            api_base_for(
+                "projects/p/locations/asia-northeast1/agent/sessions/s",
+                LONDON,
+                false
+            ),
+            "https://asia-northeast1-dialogflow.googleapis.com"
+        );
+        // Malformed names fall back to the default.
+        for name in [
+            "",
+            "projects/p/locations",
+            "projects/p/locations/",
+            "projects/p/locations//agent/sessions/s",
+            "projects//locations/europe-west2/agent/sessions/s",
+            "projects/p/locations/Europe-West2/agent/sessions/s",
+            "projects/p/locations/evil.example.com/agent/sessions/s",
+            "projects/p/locations/-x/agent",
+            "projects/p/agent/sessions/locations/europe-west2",
+            "sessions/s/locations/europe-west2",
+        ] {
+            assert_eq!(derived(name), GLOBAL, "{name:?}");
+        }
+        // An explicit base always wins, even a Dialogflow host.
+        for base in ["http://127.0.0.1:8080", GLOBAL] {
+            assert_eq!(
+                api_base_for(
+                    "projects/p/locations/europe-west2/agent/sessions/s",
+                    base,
+                    true
+                ),
+                base
+            );
+        }
+        // A default on a Dialogflow host keeps its scheme and port; any other default that is
+        // not explicit gets the plain regional base.
+        assert_eq!(
+            api_base_for(
+                "projects/p/locations/europe-west2/agent/sessions/s",
+                "http://dialogflow.googleapis.com:8080/",
+                false
+            ),
+            "http://europe-west2-dialogflow.googleapis.com:8080"
+        );
+        assert_eq!(
+            api_base_for(
+                "projects/p/locations/europe-west2/agent/sessions/s",
+                "http://127.0.0.1:8080",
+                false
+            ),
+            LONDON
+        );
+    }
+
+    #[test]
+    fn dialogflow_bases_are_recognised() {
+        for base in [
+            "https://dialogflow.googleapis.com",
+            "https://dialogflow.googleapis.com/",
+            "https://europe-west2-dialogflow.googleapis.com",
+            "https://us-central1-dialogflow.googleapis.com",
+            "http://dialogflow.googleapis.com:8080",
+        ] {
+            assert!(is_dialogflow_base(base), "{base}");
+        }
+        for base in [
+            "http://127.0.0.1:8080",
+            "https://dialogflow-psc.p.googleapis.com",
+            "https://europe-west2-dialogflow.p.googleapis.com",
+            "https://-dialogflow.googleapis.com",
+            "https://dialogflow.googleapis.com.example.com",
+            "not a url",
+        ] {
+            assert!(!is_dialogflow_base(base), "{base}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_infers_whether_its_base_is_explicit() {
+        let regional = "projects/p/locations/europe-west2/agent/sessions/s";
+        let df = client("https://dialogflow.googleapis.com").await;
+        assert_eq!(
+            df.base_for(regional),
+            "https://europe-west2-dialogflow.googleapis.com"
+        );
+        assert_eq!(df.base_for(SESSION), "https://dialogflow.googleapis.com");
+        let df = df.with_explicit_base(true);
+        assert_eq!(df.base_for(regional), "https://dialogflow.googleapis.com");
+        let df = client("http://127.0.0.1:9").await;
+        assert_eq!(df.base_for(regional), "http://127.0.0.1:9");
     }
 
     #[test]

@@ -4,5 +4,8 @@ pub mod machine;
 pub mod text;
 pub mod thread;
 
-pub use machine::{Decision, Failure, Input, Owner, Policy, WelcomePlan, decide, welcome_plan};
+pub use machine::{
+    CallOutcome, Decision, Failure, Input, Owner, OwnerCheck, Policy, WelcomePlan, call_metadata,
+    decide, welcome_plan,
+};
 pub use thread::{ReturnReason, State, Thread};

@@ -94,7 +94,20 @@ pub struct Thread {
     /// When the current stay in `HUMAN` began: the idle timer's generation.
     pub human_since: Option<i64>,
     pub last_error: Option<String>,
+    /// When the service entered the state (its own clock).
     pub state_since: i64,
+    /// The time of the newest fact or decision behind the state (Meta's timestamp for an
+    /// event, the start of our own call, the decision time): an older fact does not overturn it.
+    pub state_at: i64,
+    /// Bumped by every handover and return; work queued for an older one is moot.
+    pub epoch: i64,
+    /// The newest epoch whose message to the user (welcome or handover-failed notice) was
+    /// sent, answered in-band by fulfillment, or may have been sent: never a second one.
+    pub notified_epoch: i64,
+    /// When the reconciler should next ask `thread_owner` about this thread, and how many
+    /// times it asked without the state changing (its backoff).
+    pub next_check_at: Option<i64>,
+    pub checks: i64,
 }
 
 impl Thread {
@@ -113,6 +126,12 @@ impl Thread {
             human_since: None,
             last_error: None,
             state_since: now,
+            // A thread never seen is assumed to be the bot's, and any fact overturns that.
+            state_at: 0,
+            epoch: 0,
+            notified_epoch: 0,
+            next_check_at: None,
+            checks: 0,
         }
     }
 

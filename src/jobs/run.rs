@@ -3,10 +3,13 @@
 use tracing::{info, warn};
 
 use crate::app::Services;
+use crate::config::ContextOnReturn;
 use crate::dialogflow::api::DialogflowError;
-use crate::handover::{Failure, Input, Owner, State, WelcomePlan, decide, welcome_plan};
+use crate::handover::{
+    CallOutcome, Failure, Input, Owner, OwnerCheck, State, WelcomePlan, decide, welcome_plan,
+};
 use crate::jobs::backoff;
-use crate::jobs::payload::{JobPayload, WelcomeKind};
+use crate::jobs::payload::{CheckWhy, JobPayload, WelcomeKind};
 use crate::jobs::sync_contexts;
 use crate::messenger::graph::{GraphError, MessagingType, ThreadOwner};
 use crate::store::{ClaimedJob, Finish, StoreError};
@@ -51,18 +54,32 @@ pub async fn run(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError
         JobPayload::Pass {
             target_app_id,
             metadata,
-        } => pass(svc, job, target_app_id, metadata).await,
-        JobPayload::Take { metadata } => take(svc, job, metadata).await,
-        JobPayload::SyncContexts => sync(svc, job).await,
-        JobPayload::SendWelcome { welcome } => send_welcome(svc, job, *welcome).await,
+            epoch,
+        } => pass(svc, job, target_app_id, metadata, *epoch).await,
+        JobPayload::Take { metadata, epoch } => take(svc, job, metadata, *epoch).await,
+        JobPayload::SyncContexts { epoch } => sync(svc, job, *epoch, None).await,
+        JobPayload::ClearHandoverContext { epoch } => {
+            sync(svc, job, *epoch, Some(ContextOnReturn::Keep)).await
+        }
+        JobPayload::SendWelcome { welcome, epoch } => {
+            send_welcome(svc, job, *welcome, *epoch).await
+        }
         JobPayload::IdleCheck { generation } => {
             let input = Input::IdleCheck {
                 generation: *generation,
             };
             apply(svc, job, Finish::Done, &input).await
         }
-        JobPayload::CheckOwner => check_owner(svc, job).await,
+        JobPayload::CheckOwner { why } => check_owner(svc, job, *why).await,
         JobPayload::Reconcile => reconcile(svc, job).await,
+    }
+}
+
+fn outcome_of(finish: &Finish) -> Outcome {
+    match finish {
+        Finish::Done => Outcome::Done,
+        Finish::Retry { .. } => Outcome::Retry,
+        Finish::Failed { .. } => Outcome::Failed,
     }
 }
 
@@ -74,11 +91,7 @@ async fn apply(
     input: &Input<'_>,
 ) -> Result<Outcome, StoreError> {
     let now = now_ms();
-    let outcome = match &finish {
-        Finish::Done => Outcome::Done,
-        Finish::Retry { .. } => Outcome::Retry,
-        Finish::Failed { .. } => Outcome::Failed,
-    };
+    let outcome = outcome_of(&finish);
     let decision = svc
         .store
         .finish_and_apply(job, finish, now, |t| decide(t, input, &svc.policy, now))
@@ -90,6 +103,7 @@ async fn apply(
                     job = job.id,
                     kind = job.payload.kind(),
                     state = d.thread.state.as_str(),
+                    epoch = d.thread.epoch,
                     cause = cause.as_str(),
                     "thread updated"
                 );
@@ -104,11 +118,7 @@ async fn apply(
 }
 
 async fn finish(svc: &Services, job: &ClaimedJob, finish: Finish) -> Result<Outcome, StoreError> {
-    let outcome = match &finish {
-        Finish::Done => Outcome::Done,
-        Finish::Retry { .. } => Outcome::Retry,
-        Finish::Failed { .. } => Outcome::Failed,
-    };
+    let outcome = outcome_of(&finish);
     if svc.store.finish(job, finish, now_ms()).await? {
         Ok(outcome)
     } else {
@@ -122,35 +132,95 @@ async fn skip(svc: &Services, job: &ClaimedJob, why: &str) -> Result<Outcome, St
     Ok(Outcome::Skipped)
 }
 
-/// A transient failure is retried with backoff until `JOB_MAX_ATTEMPTS`; after that, or for a
-/// permanent failure, `None`: the caller records it as failed.
-fn retry_schedule(
-    svc: &Services,
-    job: &ClaimedJob,
+/// A failed call, as the retry policy needs to know it.
+struct CallError {
+    message: String,
     transient: bool,
-    error: &str,
-) -> Option<Finish> {
-    let max = i64::from(svc.settings.job_max_attempts);
-    if !transient || job.attempts >= max {
+    rate_limited: bool,
+    retry_after_ms: Option<u64>,
+    /// The call may have taken effect although it failed.
+    unknown: bool,
+}
+
+impl From<&GraphError> for CallError {
+    fn from(e: &GraphError) -> Self {
+        CallError {
+            message: e.to_string(),
+            transient: e.is_transient(),
+            rate_limited: e.is_rate_limited(),
+            retry_after_ms: e.retry_after().map(|d| d.as_millis() as u64),
+            unknown: e.outcome_unknown(),
+        }
+    }
+}
+
+impl From<&DialogflowError> for CallError {
+    fn from(e: &DialogflowError) -> Self {
+        CallError {
+            message: e.to_string(),
+            transient: e.is_transient(),
+            rate_limited: false,
+            retry_after_ms: None,
+            unknown: false,
+        }
+    }
+}
+
+/// Passes and takes keep being retried for `JOB_RETRY_FOR_SECS`, with waits capped at a
+/// minute so the user is not kept waiting long once Meta is back; other jobs
+/// `JOB_MAX_ATTEMPTS` times.
+const THREAD_CONTROL_MAX_WAIT_MS: u64 = 60_000;
+
+/// Settles a failed call: try again at some time, or give up (`None`: the caller records it
+/// as failed). Rate limits and `Retry-After` wait longer.
+fn retry_schedule(svc: &Services, job: &ClaimedJob, e: &CallError) -> Option<Finish> {
+    if !e.transient {
         return None;
     }
-    let delay = backoff::delay_ms(
-        svc.settings.job_retry_base_ms,
+    let settings = &svc.settings;
+    let now = now_ms();
+    let thread_control = matches!(
+        job.payload,
+        JobPayload::Pass { .. } | JobPayload::Take { .. }
+    );
+    let mut delay = backoff::delay_ms(
+        settings.job_retry_base_ms,
         job.attempts as u32,
         &mut rand::rng(),
     );
-    Some(Finish::Retry {
-        run_at: now_ms() + delay as i64,
-        error: error.to_owned(),
+    if thread_control {
+        delay = delay.min(THREAD_CONTROL_MAX_WAIT_MS);
+    }
+    if e.rate_limited {
+        // Graph's rate limits (codes 4, 17, 32, 613, HTTP 429) last longer than a blip.
+        delay = delay.max(backoff::delay_ms(
+            settings.job_retry_base_ms.saturating_mul(10),
+            job.attempts as u32,
+            &mut rand::rng(),
+        ));
+    }
+    if let Some(after) = e.retry_after_ms {
+        delay = delay.max(after);
+    }
+    let run_at = now + delay as i64;
+    let within = if thread_control {
+        run_at <= job.created_at + settings.job_retry_for_secs as i64 * 1000
+    } else {
+        job.attempts < i64::from(settings.job_max_attempts)
+    };
+    within.then(|| Finish::Retry {
+        run_at,
+        error: e.message.clone(),
+        in_doubt: e.unknown,
     })
 }
 
-fn failed(job: &ClaimedJob, error: &str, transient: bool) -> Finish {
+fn failed(job: &ClaimedJob, e: &CallError) -> Finish {
     Finish::Failed {
-        error: if transient {
-            format!("gave up after {} attempts: {error}", job.attempts)
+        error: if e.transient {
+            format!("gave up after {} attempts: {}", job.attempts, e.message)
         } else {
-            error.to_owned()
+            e.message.clone()
         },
     }
 }
@@ -187,56 +257,163 @@ async fn pass(
     job: &ClaimedJob,
     target: &str,
     metadata: &str,
+    epoch: i64,
 ) -> Result<Outcome, StoreError> {
     let (page_id, psid) = thread_of(job)?;
-    let state = svc.store.thread(page_id, psid).await?.map(|t| t.state);
-    if state != Some(State::Passing) {
+    let thread = svc.store.thread(page_id, psid).await?;
+    if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((State::Passing, epoch)) {
         return skip(
             svc,
             job,
-            "the thread is not waiting for a pass (already with the inbox, or returned)",
+            "moot: the thread is no longer waiting for this pass (with the inbox, returned, or a newer handover)",
         )
         .await;
     }
+    let started_at = now_ms();
+    let done = |result| {
+        Input::PassDone(CallOutcome {
+            epoch,
+            started_at,
+            result,
+        })
+    };
+    if job.in_doubt {
+        // An earlier attempt may have been applied: ask before passing again.
+        match verify(svc, job, psid).await {
+            Err(outcome) => return outcome,
+            Ok(Some(ThreadOwner::App(app))) if app == target => {
+                info!(
+                    job = job.id,
+                    "the earlier pass was applied: not passing again"
+                );
+                return apply(svc, job, Finish::Done, &done(Ok(()))).await;
+            }
+            Ok(Some(ThreadOwner::App(app))) if app != svc.policy.app_id => {
+                return apply(svc, job, Finish::Done, &done(Err(other_owner()))).await;
+            }
+            Ok(Some(ThreadOwner::Hidden)) => {
+                return apply(svc, job, Finish::Done, &done(Err(other_owner()))).await;
+            }
+            Ok(_) => {}
+        }
+    }
+    if !svc.store.mark_in_doubt(job).await? {
+        return Ok(Outcome::LostLease);
+    }
     let result = svc.graph.pass_thread_control(psid, target, metadata).await;
-    thread_control_done(svc, job, "pass_thread_control", result, Input::PassDone).await
+    thread_control_done(svc, job, "pass_thread_control", result, done).await
 }
 
-async fn take(svc: &Services, job: &ClaimedJob, metadata: &str) -> Result<Outcome, StoreError> {
+async fn take(
+    svc: &Services,
+    job: &ClaimedJob,
+    metadata: &str,
+    epoch: i64,
+) -> Result<Outcome, StoreError> {
     let (page_id, psid) = thread_of(job)?;
-    let state = svc.store.thread(page_id, psid).await?.map(|t| t.state);
-    if state == Some(State::Bot) {
-        return skip(svc, job, "the bot already owns the thread").await;
+    let thread = svc.store.thread(page_id, psid).await?;
+    if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((State::Returning, epoch)) {
+        return skip(
+            svc,
+            job,
+            "moot: the thread is no longer waiting for this take (the bot has it, or a newer handover)",
+        )
+        .await;
+    }
+    let started_at = now_ms();
+    let done = |result| {
+        Input::TakeDone(CallOutcome {
+            epoch,
+            started_at,
+            result,
+        })
+    };
+    if job.in_doubt {
+        match verify(svc, job, psid).await {
+            Err(outcome) => return outcome,
+            Ok(Some(ThreadOwner::App(app))) if app == svc.policy.app_id => {
+                info!(
+                    job = job.id,
+                    "the earlier take was applied: not taking again"
+                );
+                return apply(svc, job, Finish::Done, &done(Ok(()))).await;
+            }
+            Ok(_) => {}
+        }
+    }
+    if !svc.store.mark_in_doubt(job).await? {
+        return Ok(Outcome::LostLease);
     }
     let result = svc.graph.take_thread_control(psid, metadata).await;
-    thread_control_done(svc, job, "take_thread_control", result, Input::TakeDone).await
+    thread_control_done(svc, job, "take_thread_control", result, done).await
+}
+
+fn other_owner() -> Failure {
+    Failure {
+        not_thread_owner: true,
+        outside_window: false,
+        message: "thread_owner: another app controls the thread".into(),
+    }
+}
+
+/// `thread_owner`, before repeating a call whose outcome is unknown. `Ok(None)`: it cannot
+/// answer; `Err`: the job was settled (retried later, still in doubt).
+async fn verify(
+    svc: &Services,
+    job: &ClaimedJob,
+    psid: &str,
+) -> Result<Option<ThreadOwner>, Result<Outcome, StoreError>> {
+    let result = svc.graph.thread_owner(psid).await;
+    graph_metric(svc, "thread_owner", &result);
+    match result {
+        Ok(owner) => Ok(Some(owner)),
+        Err(e) => {
+            let mut err = CallError::from(&e);
+            err.unknown = true; // the call being verified still is
+            warn!(job = job.id, error = %err.message, "could not verify an earlier call");
+            match retry_schedule(svc, job, &err) {
+                Some(retry) => Err(finish(svc, job, retry).await),
+                // thread_owner cannot answer at all (e.g. not allowed): the call itself is the
+                // check, since Meta refuses a pass by a non-owner and a take by the owner is a
+                // no-op.
+                None => Ok(None),
+            }
+        }
+    }
 }
 
 /// Records a pass or take: success or a permanent failure goes to the state machine; a
-/// transient failure is retried until `JOB_MAX_ATTEMPTS`, then counts as a failure too.
+/// transient failure is retried for `JOB_RETRY_FOR_SECS`, then counts as a failure too.
 async fn thread_control_done(
     svc: &Services,
     job: &ClaimedJob,
     endpoint: &str,
     result: Result<(), GraphError>,
-    done: fn(Result<(), Failure>) -> Input<'static>,
+    done: impl Fn(Result<(), Failure>) -> Input<'static>,
 ) -> Result<Outcome, StoreError> {
     graph_metric(svc, endpoint, &result);
     match result {
         Ok(()) => apply(svc, job, Finish::Done, &done(Ok(()))).await,
         Err(e) => {
-            let msg = e.to_string();
-            warn!(job = job.id, error = %msg, endpoint, "thread control call failed");
-            if let Some(retry) = retry_schedule(svc, job, e.is_transient(), &msg) {
+            let err = CallError::from(&e);
+            warn!(job = job.id, error = %err.message, endpoint, in_doubt = err.unknown, "thread control call failed");
+            if let Some(retry) = retry_schedule(svc, job, &err) {
                 return finish(svc, job, retry).await;
             }
             let input = done(Err(failure_of(&e)));
-            apply(svc, job, failed(job, &msg, e.is_transient()), &input).await
+            apply(svc, job, failed(job, &err), &input).await
         }
     }
 }
 
-async fn sync(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+/// Context sync after a return (`mode` `None`: `CONTEXT_ON_RETURN`), or clearing the handover
+/// context after a handover that could not happen (`Keep`).
+async fn sync(
+    svc: &Services,
+    job: &ClaimedJob,
+    epoch: i64,
+    mode: Option<ContextOnReturn>,
+) -> Result<Outcome, StoreError> {
     let Some(client) = &svc.dialogflow else {
         return skip(
             svc,
@@ -249,6 +426,9 @@ async fn sync(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
     let Some(thread) = svc.store.thread(page_id, psid).await? else {
         return skip(svc, job, "unknown thread").await;
     };
+    if thread.epoch != epoch {
+        return skip(svc, job, "moot: a newer handover or return").await;
+    }
     let Some(session) = thread.session.as_deref() else {
         return skip(
             svc,
@@ -257,7 +437,7 @@ async fn sync(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
         )
         .await;
     };
-    let mode = svc.settings.context_on_return;
+    let mode = mode.unwrap_or(svc.settings.context_on_return);
     let result = sync_contexts::sync(client, session, thread.snapshot.as_ref(), mode).await;
     dialogflow_metric(svc, "sync_contexts", &result);
     match result {
@@ -272,36 +452,49 @@ async fn sync(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
             finish(svc, job, Finish::Done).await
         }
         Err(e) => {
-            let msg = e.to_string();
-            warn!(job = job.id, error = %msg, "context sync failed");
-            match retry_schedule(svc, job, e.is_transient(), &msg) {
-                Some(retry) => finish(svc, job, retry).await,
-                None => finish(svc, job, failed(job, &msg, e.is_transient())).await,
-            }
+            let err = CallError::from(&e);
+            warn!(job = job.id, error = %err.message, "context sync failed");
+            let end = retry_schedule(svc, job, &err).unwrap_or_else(|| failed(job, &err));
+            finish(svc, job, end).await
         }
     }
 }
 
+/// A message the service sends on its own: at most once per return (or failed handover).
 async fn send_welcome(
     svc: &Services,
     job: &ClaimedJob,
     kind: WelcomeKind,
+    epoch: i64,
 ) -> Result<Outcome, StoreError> {
     let (page_id, psid) = thread_of(job)?;
     let Some(thread) = svc.store.thread(page_id, psid).await? else {
         return skip(svc, job, "unknown thread").await;
     };
-    if let WelcomePlan::Defer(why) = welcome_plan(&thread, now_ms()) {
-        info!(
-            job = job.id,
-            why, "welcome kept for the user's next message"
-        );
-        return apply(svc, job, Finish::Done, &Input::WelcomeDeferred { kind }).await;
+    match welcome_plan(&thread, epoch, now_ms()) {
+        WelcomePlan::Send => {}
+        WelcomePlan::Skip(why) => return skip(svc, job, why).await,
+        WelcomePlan::Defer(why) => {
+            info!(
+                job = job.id,
+                why, "message kept for the user's next message"
+            );
+            let input = Input::WelcomeDeferred { kind, epoch };
+            return apply(svc, job, Finish::Done, &input).await;
+        }
+    }
+    if job.in_doubt {
+        // An earlier attempt may have reached the user: at most once, so not again.
+        return apply(svc, job, Finish::Done, &Input::WelcomeUnknown { epoch }).await;
     }
     let text = match kind {
         WelcomeKind::WelcomeBack => &svc.settings.welcome_back_message,
         WelcomeKind::AgentTimeout => &svc.settings.agent_timeout_message,
+        WelcomeKind::HandoverFailed => &svc.settings.handover_failed_message,
     };
+    if !svc.store.mark_in_doubt(job).await? {
+        return Ok(Outcome::LostLease);
+    }
     let result = svc
         .graph
         .send_text(psid, text, &[], MessagingType::Response)
@@ -312,33 +505,47 @@ async fn send_welcome(
         Ok(()) => {
             let input = Input::WelcomeSent {
                 kind,
+                epoch,
                 result: Ok(()),
             };
             apply(svc, job, Finish::Done, &input).await
         }
+        Err(e) if e.outcome_unknown() => {
+            warn!(job = job.id, error = %e, "message may or may not have been sent: not repeated");
+            apply(svc, job, Finish::Done, &Input::WelcomeUnknown { epoch }).await
+        }
         Err(e) => {
-            let msg = e.to_string();
-            warn!(job = job.id, error = %msg, "welcome message not sent");
-            if let Some(retry) = retry_schedule(svc, job, e.is_transient(), &msg) {
+            let err = CallError::from(&e);
+            warn!(job = job.id, error = %err.message, "message not sent");
+            if let Some(mut retry) = retry_schedule(svc, job, &err) {
+                if let Finish::Retry { in_doubt, .. } = &mut retry {
+                    *in_doubt = false; // Meta answered: it was not sent
+                }
                 return finish(svc, job, retry).await;
             }
             let input = Input::WelcomeSent {
                 kind,
+                epoch,
                 result: Err(failure_of(&e)),
             };
             // Not the owner or outside the window: kept for later, nothing is lost.
             let end = if e.is_not_thread_owner() || e.is_outside_window() {
                 Finish::Done
             } else {
-                failed(job, &msg, e.is_transient())
+                failed(job, &err)
             };
             apply(svc, job, end, &input).await
         }
     }
 }
 
-async fn check_owner(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+async fn check_owner(
+    svc: &Services,
+    job: &ClaimedJob,
+    why: CheckWhy,
+) -> Result<Outcome, StoreError> {
     let (_, psid) = thread_of(job)?;
+    let started_at = now_ms();
     let result = svc.graph.thread_owner(psid).await;
     graph_metric(svc, "thread_owner", &result);
     match result {
@@ -348,34 +555,35 @@ async fn check_owner(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreE
                 ThreadOwner::App(app) => Owner::App(app),
                 ThreadOwner::Hidden => Owner::Hidden,
             };
-            apply(svc, job, Finish::Done, &Input::OwnerChecked(owner)).await
+            let input = Input::OwnerChecked(OwnerCheck {
+                owner,
+                why,
+                started_at,
+            });
+            apply(svc, job, Finish::Done, &input).await
         }
         Err(e) => {
-            let msg = e.to_string();
-            match retry_schedule(svc, job, e.is_transient(), &msg) {
-                Some(retry) => finish(svc, job, retry).await,
-                None => finish(svc, job, failed(job, &msg, e.is_transient())).await,
-            }
+            let err = CallError::from(&e);
+            let end = retry_schedule(svc, job, &err).unwrap_or_else(|| failed(job, &err));
+            finish(svc, job, end).await
         }
     }
 }
 
 pub const RECONCILE_SINGLETON: &str = "reconcile";
 
+/// Threads the reconciler checks per run, for each of its two budgets.
+const STUCK_BATCH: i64 = 100;
+
 async fn reconcile(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
     let now = now_ms();
-    let stuck = svc
-        .store
-        .stuck_threads(
-            now,
-            svc.settings.stuck_after_secs as i64 * 1000,
-            DAY_MS,
-            200,
-        )
-        .await?;
+    let stuck = svc.store.stuck_threads(now, STUCK_BATCH).await?;
+    let check = JobPayload::CheckOwner {
+        why: CheckWhy::Stuck,
+    };
     for (page_id, psid) in &stuck {
         svc.store
-            .enqueue(Some((page_id, psid)), &JobPayload::CheckOwner, now, now)
+            .enqueue(Some((page_id, psid)), &check, now, now)
             .await?;
     }
     let pruned = svc.store.prune(now - KEEP_FINISHED_MS).await?;

@@ -30,6 +30,12 @@ const TRANSIENT_CODES: &[i64] = &[1, 2, 4, 17, 32, 613, 1200];
 /// Graph error codes that are permanent even if Meta answers them with a 5xx/429 status.
 const PERMANENT_CODES: &[i64] = &[10, 100, 190, 200, 230, 551];
 
+/// Graph error codes that mean "rate limited": 4 app, 17 user, 32 page, 613 call rate limit.
+const RATE_LIMIT_CODES: &[i64] = &[4, 17, 32, 613];
+
+/// Longest `Retry-After` honoured (one day), so a wild value cannot overflow a deadline.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
 #[derive(Clone, Debug)]
 pub struct GraphSettings {
     /// e.g. `https://graph.facebook.com` (a trailing slash is tolerated).
@@ -101,9 +107,14 @@ pub struct SentMessage {
     pub message_id: Option<String>,
 }
 
+/// A failed Graph call.
+///
+/// For a call that changes something (pass/take/release, Send API), [`GraphError::outcome_unknown`]
+/// tells whether Meta may have applied it anyway; [`GraphError::is_transient`] whether retrying
+/// may help, and [`GraphError::retry_after`] how long Meta asked to wait.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GraphError {
-    /// A Graph error body `{"error":{...}}`.
+    /// A Graph error body `{"error":{...}}`: Meta refused the call, nothing was applied.
     #[error("{}", fmt_api(*status, *code, *subcode, kind, message, fbtrace_id.as_deref()))]
     Api {
         status: u16,
@@ -112,14 +123,31 @@ pub enum GraphError {
         kind: String,
         message: String,
         fbtrace_id: Option<String>,
+        /// The response's `Retry-After` header, if any.
+        retry_after: Option<Duration>,
     },
-    /// A non-2xx answer without a Graph error body (body truncated to 300 characters).
+    /// A non-2xx answer without a Graph error body (body truncated to 300 characters), e.g. from
+    /// a gateway.
     #[error("Graph API HTTP {status}: {body}")]
-    Http { status: u16, body: String },
+    Http {
+        status: u16,
+        body: String,
+        /// The response's `Retry-After` header, if any.
+        retry_after: Option<Duration>,
+    },
+    /// No answer within the timeout; the request may have reached Meta.
     #[error("Graph API request timed out")]
     Timeout,
+    /// The request was never sent: no connection could be made (refused, DNS, TLS handshake)
+    /// or the Graph base URL is invalid.
+    #[error("Graph API connection failed: {0}")]
+    Connect(String),
+    /// The connection failed after it was made (reset, body read error): the request may have
+    /// reached Meta.
     #[error("Graph API transport error: {0}")]
     Transport(String),
+    /// A 2xx answer whose body could not be understood (not JSON, unexpected shape, or
+    /// `"success": false`).
     #[error("Graph API response could not be decoded: {0}")]
     Decode(String),
 }
@@ -145,17 +173,61 @@ fn fmt_api(
 }
 
 impl GraphError {
-    /// Worth retrying later: 5xx, HTTP 429, timeouts, transport failures, and the Graph
-    /// codes 1, 2, 4, 17, 32, 613, 1200 (whatever the status). Everything else is permanent.
+    /// Worth retrying later: 5xx, HTTP 429, timeouts, connection and transport failures, rate
+    /// limits ([`GraphError::is_rate_limited`]) and the Graph codes 1, 2, 4, 17, 32, 613, 1200
+    /// (whatever the status). Everything else is permanent.
     pub fn is_transient(&self) -> bool {
+        if self.is_rate_limited() {
+            return true;
+        }
         match self {
             GraphError::Api { status, code, .. } => {
                 TRANSIENT_CODES.contains(code)
                     || (is_transient_status(*status) && !PERMANENT_CODES.contains(code))
             }
             GraphError::Http { status, .. } => is_transient_status(*status),
-            GraphError::Timeout | GraphError::Transport(_) => true,
+            GraphError::Timeout | GraphError::Connect(_) | GraphError::Transport(_) => true,
             GraphError::Decode(_) => false,
+        }
+    }
+
+    /// Meta is throttling us: Graph codes 4, 17, 32, 613, or HTTP 429 (with or without a Graph
+    /// error body). Always transient; see [`GraphError::retry_after`] for how long to wait.
+    pub fn is_rate_limited(&self) -> bool {
+        match self {
+            GraphError::Api { status, code, .. } => {
+                *status == 429 || RATE_LIMIT_CODES.contains(code)
+            }
+            GraphError::Http { status, .. } => *status == 429,
+            _ => false,
+        }
+    }
+
+    /// The `Retry-After` header of the error response (delta-seconds or an HTTP-date; a date in
+    /// the past gives zero; at most one day). `None` when there was no response or no usable
+    /// header.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GraphError::Api { retry_after, .. } | GraphError::Http { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the request may have reached Meta and been applied although no clear answer came
+    /// back, so a state-changing call must be verified (e.g. with `thread_owner`) before it is
+    /// repeated: a timeout, a transport failure after the connection was made, a 2xx answer that
+    /// could not be decoded, or an HTTP 5xx without a Graph error body (a gateway 502/504).
+    ///
+    /// False when Meta answered with a Graph error body (it refused the call), for any other
+    /// non-2xx answer without one (4xx, including 429), and when no connection could be made
+    /// ([`GraphError::Connect`]).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            GraphError::Timeout | GraphError::Transport(_) | GraphError::Decode(_) => true,
+            GraphError::Http { status, .. } => (500..=599).contains(status),
+            GraphError::Api { .. } | GraphError::Connect(_) => false,
         }
     }
 
@@ -396,11 +468,11 @@ impl GraphClient {
     fn url(&self, segments: &[&str]) -> Result<Url, GraphError> {
         let base = self.settings.base.trim();
         let mut url = Url::parse(base)
-            .map_err(|e| GraphError::Transport(format!("invalid Graph base URL: {e}")))?;
+            .map_err(|e| GraphError::Connect(format!("invalid Graph base URL: {e}")))?;
         {
             let mut path = url
                 .path_segments_mut()
-                .map_err(|()| GraphError::Transport("invalid Graph base URL".to_owned()))?;
+                .map_err(|()| GraphError::Connect("invalid Graph base URL".to_owned()))?;
             path.pop_if_empty();
             path.push(self.settings.version.trim().trim_matches('/'));
             for segment in segments {
@@ -451,13 +523,18 @@ impl GraphClient {
             err
         })?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let bytes = response.bytes().await.map_err(|e| {
             let err = map_reqwest_error(e, &redactor);
             tracing::info!(endpoint, status, error = %err, "graph response body failed");
             err
         })?;
 
-        let result = interpret(status, &bytes, &redactor);
+        let result = interpret(status, retry_after, &bytes, &redactor);
         match &result {
             Ok(_) => tracing::debug!(endpoint, status, "graph response"),
             Err(err) => tracing::info!(
@@ -490,9 +567,13 @@ impl Redactor<'_> {
     }
 }
 
+/// A connection that could not be made (refused, DNS, TLS handshake, connect timeout) is
+/// [`GraphError::Connect`], checked first so a connect timeout is not an unknown outcome; any
+/// other timeout is [`GraphError::Timeout`]; the rest is [`GraphError::Transport`].
 fn map_reqwest_error(err: reqwest::Error, redactor: &Redactor<'_>) -> GraphError {
     let err = err.without_url();
-    if err.is_timeout() {
+    let connect = err.is_connect();
+    if !connect && err.is_timeout() {
         return GraphError::Timeout;
     }
     let mut text = err.to_string();
@@ -501,11 +582,35 @@ fn map_reqwest_error(err: reqwest::Error, redactor: &Redactor<'_>) -> GraphError
         let _ = write!(text, ": {cause}");
         source = cause.source();
     }
-    GraphError::Transport(redactor.clean(&text))
+    let text = redactor.clean(&text);
+    if connect {
+        GraphError::Connect(text)
+    } else {
+        GraphError::Transport(text)
+    }
+}
+
+/// A `Retry-After` value: delta-seconds, or an HTTP-date (as seen from `now`; a date in the
+/// past gives zero), capped at [`MAX_RETRY_AFTER`]. Anything else is ignored.
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digit strings too long for a u64 are "a very long time" too.
+        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+    } else {
+        let date = httpdate::parse_http_date(value).ok()?;
+        date.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Turns a status + body into the result of a call.
-fn interpret(status: u16, bytes: &[u8], redactor: &Redactor<'_>) -> Result<Value, GraphError> {
+fn interpret(
+    status: u16,
+    retry_after: Option<Duration>,
+    bytes: &[u8],
+    redactor: &Redactor<'_>,
+) -> Result<Value, GraphError> {
     let success = (200..300).contains(&status);
     let trimmed = bytes.trim_ascii();
     let parsed: Option<Value> = if trimmed.is_empty() {
@@ -514,7 +619,10 @@ fn interpret(status: u16, bytes: &[u8], redactor: &Redactor<'_>) -> Result<Value
         serde_json::from_slice(trimmed).ok()
     };
 
-    if let Some(err) = parsed.as_ref().and_then(|v| api_error(status, v, redactor)) {
+    if let Some(err) = parsed
+        .as_ref()
+        .and_then(|v| api_error(status, retry_after, v, redactor))
+    {
         return Err(err);
     }
     if !success {
@@ -522,6 +630,7 @@ fn interpret(status: u16, bytes: &[u8], redactor: &Redactor<'_>) -> Result<Value
         return Err(GraphError::Http {
             status,
             body: truncate_chars(&redactor.clean(&text), MAX_ERROR_BODY_CHARS),
+            retry_after,
         });
     }
     match parsed {
@@ -538,7 +647,12 @@ fn interpret(status: u16, bytes: &[u8], redactor: &Redactor<'_>) -> Result<Value
 }
 
 /// `{"error":{"message","type","code","error_subcode","fbtrace_id"}}` → [`GraphError::Api`].
-fn api_error(status: u16, value: &Value, redactor: &Redactor<'_>) -> Option<GraphError> {
+fn api_error(
+    status: u16,
+    retry_after: Option<Duration>,
+    value: &Value,
+    redactor: &Redactor<'_>,
+) -> Option<GraphError> {
     let error = value.get("error")?.as_object()?;
     let code = error.get("code").and_then(as_i64)?;
     let text = |key: &str| {
@@ -554,6 +668,7 @@ fn api_error(status: u16, value: &Value, redactor: &Redactor<'_>) -> Option<Grap
         kind: text("type").unwrap_or_default(),
         message: text("message").unwrap_or_default(),
         fbtrace_id: text("fbtrace_id"),
+        retry_after,
     })
 }
 
@@ -659,6 +774,15 @@ mod tests {
             kind: "OAuthException".into(),
             message: "m".into(),
             fbtrace_id: None,
+            retry_after: None,
+        }
+    }
+
+    fn http(status: u16) -> GraphError {
+        GraphError::Http {
+            status,
+            body: String::new(),
+            retry_after: None,
         }
     }
 
@@ -671,6 +795,7 @@ mod tests {
             kind: "OAuthException".into(),
             message: "(#10) another app is controlling this thread now.".into(),
             fbtrace_id: Some("AQ2lKD7".into()),
+            retry_after: Some(Duration::from_secs(3)),
         };
         assert_eq!(
             err.to_string(),
@@ -704,28 +829,11 @@ mod tests {
         assert!(!window.is_not_thread_owner());
         assert!(!api(400, 10, None).is_not_thread_owner());
 
-        assert!(
-            GraphError::Http {
-                status: 502,
-                body: String::new()
-            }
-            .is_transient()
-        );
-        assert!(
-            GraphError::Http {
-                status: 429,
-                body: String::new()
-            }
-            .is_transient()
-        );
-        assert!(
-            !GraphError::Http {
-                status: 404,
-                body: String::new()
-            }
-            .is_transient()
-        );
+        assert!(http(502).is_transient());
+        assert!(http(429).is_transient());
+        assert!(!http(404).is_transient());
         assert!(GraphError::Timeout.is_transient());
+        assert!(GraphError::Connect("x".into()).is_transient());
         assert!(GraphError::Transport("x".into()).is_transient());
         assert!(!GraphError::Decode("x".into()).is_transient());
         assert_eq!(GraphError::Timeout.code(), None);
@@ -788,37 +896,38 @@ mod tests {
     fn interpret_parses_errors_and_redacts_the_token() {
         let r = Redactor(["TOKEN123", "TOKEN123", "APPSECRET"]);
         let body = br#"{"error":{"message":"bad token TOKEN123","type":"OAuthException","code":"190","error_subcode":460,"fbtrace_id":"x"}}"#;
-        let err = interpret(400, body, &r).unwrap_err();
+        let err = interpret(400, None, body, &r).unwrap_err();
         assert_eq!(err.code(), Some(190));
         assert_eq!(err.subcode(), Some(460));
         assert!(!err.to_string().contains("TOKEN123"));
 
         // An error key on a 200 is still an error.
-        let err = interpret(200, br#"{"error":{"code":613,"message":"slow"}}"#, &r).unwrap_err();
+        let err =
+            interpret(200, None, br#"{"error":{"code":613,"message":"slow"}}"#, &r).unwrap_err();
         assert!(err.is_transient());
 
         let long = "é".repeat(1000) + "TOKEN123";
-        let err = interpret(502, long.as_bytes(), &r).unwrap_err();
+        let err = interpret(502, None, long.as_bytes(), &r).unwrap_err();
         match &err {
-            GraphError::Http { status, body } => {
+            GraphError::Http { status, body, .. } => {
                 assert_eq!(*status, 502);
                 assert_eq!(body.chars().count(), MAX_ERROR_BODY_CHARS + 1);
             }
             other => panic!("unexpected {other:?}"),
         }
-        let err = interpret(404, b"not found TOKEN123 APPSECRET", &r).unwrap_err();
+        let err = interpret(404, None, b"not found TOKEN123 APPSECRET", &r).unwrap_err();
         assert_eq!(
             err.to_string(),
             "Graph API HTTP 404: not found [redacted] [redacted]"
         );
 
-        assert_eq!(interpret(200, b"", &r).unwrap(), Value::Null);
+        assert_eq!(interpret(200, None, b"", &r).unwrap(), Value::Null);
         assert!(matches!(
-            interpret(200, b"<html>", &r),
+            interpret(200, None, b"<html>", &r),
             Err(GraphError::Decode(_))
         ));
         assert_eq!(
-            interpret(200, br#"{"success":true}"#, &r).unwrap(),
+            interpret(200, None, br#"{"success":true}"#, &r).unwrap(),
             json!({"success": true})
         );
     }
@@ -858,7 +967,100 @@ mod tests {
             "https://graph.facebook.com/v25.0/me/thread_owner"
         );
         let c = client("not a url", None);
-        assert!(matches!(c.url(&["me"]), Err(GraphError::Transport(_))));
+        let err = c.url(&["me"]).unwrap_err();
+        assert!(matches!(err, GraphError::Connect(_)), "{err:?}");
+        assert!(!err.outcome_unknown());
         assert!(!format!("{c:?}").contains("\"t\""));
+    }
+
+    #[test]
+    fn rate_limits() {
+        for code in [4, 17, 32, 613] {
+            let err = api(400, code, None);
+            assert!(err.is_rate_limited(), "{code}");
+            assert!(err.is_transient(), "{code}");
+        }
+        // HTTP 429 is a rate limit whatever the body, and then always transient.
+        assert!(http(429).is_rate_limited());
+        assert!(api(429, 100, None).is_rate_limited());
+        assert!(api(429, 100, None).is_transient());
+        for err in [
+            api(400, 1, None),
+            api(400, 1200, None),
+            api(500, 2, None),
+            api(400, 10, Some(2018300)),
+            http(503),
+            GraphError::Timeout,
+            GraphError::Connect("x".into()),
+            GraphError::Transport("x".into()),
+            GraphError::Decode("x".into()),
+        ] {
+            assert!(!err.is_rate_limited(), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn outcome_unknown_classification() {
+        assert!(GraphError::Timeout.outcome_unknown());
+        assert!(GraphError::Transport("connection reset".into()).outcome_unknown());
+        assert!(GraphError::Decode("not JSON".into()).outcome_unknown());
+        assert!(http(500).outcome_unknown());
+        assert!(http(502).outcome_unknown());
+        assert!(http(504).outcome_unknown());
+        assert!(!http(404).outcome_unknown());
+        assert!(!http(429).outcome_unknown());
+        assert!(!GraphError::Connect("refused".into()).outcome_unknown());
+        // A Graph error body is Meta's refusal, whatever the status.
+        assert!(!api(400, 10, Some(2018300)).outcome_unknown());
+        assert!(!api(500, 2, None).outcome_unknown());
+        assert!(!api(429, 613, None).outcome_unknown());
+    }
+
+    #[test]
+    fn retry_after_is_carried_by_api_and_http_errors() {
+        let r = Redactor(["TOKEN123", "TOKEN123", "APPSECRET"]);
+        let wait = Some(Duration::from_secs(7));
+        let err = interpret(429, wait, b"", &r).unwrap_err();
+        assert!(
+            matches!(err, GraphError::Http { status: 429, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.retry_after(), wait);
+        let err =
+            interpret(400, wait, br#"{"error":{"code":613,"message":"slow"}}"#, &r).unwrap_err();
+        assert_eq!(err.code(), Some(613));
+        assert_eq!(err.retry_after(), wait);
+        assert_eq!(api(400, 613, None).retry_after(), None);
+        assert_eq!(GraphError::Timeout.retry_after(), None);
+        // The Display texts do not change.
+        assert_eq!(
+            interpret(404, wait, b"nope", &r).unwrap_err().to_string(),
+            "Graph API HTTP 404: nope"
+        );
+    }
+
+    #[test]
+    fn retry_after_header_values() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Sun, 06 Nov 1994 08:49:37 GMT
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p("7"), Some(Duration::from_secs(7)));
+        assert_eq!(p(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(p("0"), Some(Duration::ZERO));
+        assert_eq!(p("86400"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("86401"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("99999999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            p("Sun, 06 Nov 1994 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        // A date in the past: retry now.
+        assert_eq!(p("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        for bad in ["", "-5", "1.5", "soon", "7s"] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+        assert!(parse_retry_after("5", SystemTime::now()).is_some());
     }
 }

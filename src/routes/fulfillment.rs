@@ -232,7 +232,14 @@ async fn return_to_bot(
             );
         }
     }
-    let mut response = own_or(request, &svc.settings.welcome_back_message);
+    // The welcome is in this answer only when the integration can deliver it (the bot owns
+    // the thread) and it is this return's first; otherwise the service welcomes after the
+    // take, and this answer carries only the intent's own response.
+    let mut response = if decision.welcome_in_band {
+        own_or(request, &svc.settings.welcome_back_message)
+    } else {
+        request.own_response()
+    };
     response.output_contexts = Some(contexts);
     info!(
         state = decision.thread.state.as_str(),

@@ -54,6 +54,10 @@ pub struct ClaimedJob {
     /// Including this run.
     pub attempts: i64,
     pub worker_id: String,
+    pub created_at: i64,
+    /// An earlier run made its call and its outcome is unknown (it timed out, or the process
+    /// died during it): the effect may already have happened.
+    pub in_doubt: bool,
 }
 
 /// A job as stored, for tests, the demo and operators.
@@ -61,7 +65,8 @@ pub struct ClaimedJob {
 pub struct JobRow {
     pub id: i64,
     pub kind: String,
-    pub payload: JobPayload,
+    /// `None` when the stored payload cannot be decoded (such a job is a dead letter).
+    pub payload: Option<JobPayload>,
     pub status: JobStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
@@ -73,10 +78,11 @@ pub struct JobRow {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finish {
     Done,
-    /// Try again at `run_at` (epoch ms).
+    /// Try again at `run_at` (epoch ms). `in_doubt`: the call may have taken effect.
     Retry {
         run_at: i64,
         error: String,
+        in_doubt: bool,
     },
     /// Dead letter: kept with its error, never retried.
     Failed {
@@ -94,8 +100,18 @@ pub(super) async fn insert_in(
 ) -> Result<bool, StoreError> {
     let json = serde_json::to_string(payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let (key, page, psid) = match thread {
-        Some((page, psid)) => (Some(thread_key(page, psid)), Some(page), Some(psid)),
+        Some((page, psid)) => (Some(lane_key(page, psid, payload)), Some(page), Some(psid)),
         None => (None, None, None),
+    };
+    // At most one `thread_owner` check is queued per thread.
+    let per_thread;
+    let singleton = match (singleton, payload, &key) {
+        (Some(name), _, _) => Some(name),
+        (None, JobPayload::CheckOwner { .. }, Some(key)) => {
+            per_thread = format!("check_owner:{key}");
+            Some(per_thread.as_str())
+        }
+        _ => None,
     };
     let result = sqlx::query(
         "INSERT INTO jobs (thread_key, page_id, psid, kind, payload, status, ord, run_at, \
@@ -116,6 +132,18 @@ pub(super) async fn insert_in(
     Ok(result.rows_affected() == 1)
 }
 
+/// Jobs of one thread run one at a time in each of two lanes: events (facts, applied as soon as
+/// they arrive) and effects (Graph and Dialogflow calls, in order: pass before take, sync
+/// before welcome). A call retried through an outage never holds the thread's facts back.
+pub fn lane_key(page_id: &str, psid: &str, payload: &JobPayload) -> String {
+    let key = thread_key(page_id, psid);
+    if payload.is_event() {
+        format!("{key}#events")
+    } else {
+        key
+    }
+}
+
 pub(super) async fn cancel_pending_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     thread_key: &str,
@@ -123,8 +151,8 @@ pub(super) async fn cancel_pending_in(
     now: i64,
 ) -> Result<u64, StoreError> {
     let result = sqlx::query(
-        "UPDATE jobs SET status = 'cancelled', finished_at = $3, updated_at = $3 \
-         WHERE thread_key = $1 AND kind = $2 AND status = 'pending'",
+        "UPDATE jobs SET status = 'cancelled', finished_at = $3, updated_at = $3, \
+         singleton = NULL WHERE thread_key = $1 AND kind = $2 AND status = 'pending'",
     )
     .bind(thread_key)
     .bind(kind)
@@ -150,16 +178,21 @@ pub(super) async fn finish_in(
         .bind(job.id)
         .bind(job.worker_id.as_str())
         .bind(now),
-        Finish::Retry { run_at, error } => sqlx::query(
+        Finish::Retry {
+            run_at,
+            error,
+            in_doubt,
+        } => sqlx::query(
             "UPDATE jobs SET status = 'pending', run_at = $4, last_error = $5, updated_at = $3, \
-             lease_until = NULL, locked_by = NULL WHERE id = $1 AND locked_by = $2 \
+             lease_until = NULL, locked_by = NULL, in_doubt = $6 WHERE id = $1 AND locked_by = $2 \
              AND status = 'running'",
         )
         .bind(job.id)
         .bind(job.worker_id.as_str())
         .bind(now)
         .bind(*run_at)
-        .bind(error.as_str()),
+        .bind(error.as_str())
+        .bind(i64::from(*in_doubt)),
         Finish::Failed { error } => sqlx::query(
             "UPDATE jobs SET status = 'failed', finished_at = $3, updated_at = $3, \
              last_error = $4, lease_until = NULL, singleton = NULL WHERE id = $1 \
@@ -179,8 +212,7 @@ fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
     Ok(JobRow {
         id: row.try_get("id")?,
         kind: row.try_get("kind")?,
-        payload: serde_json::from_str(&payload)
-            .map_err(|e| StoreError::Corrupt(format!("job payload: {e}")))?,
+        payload: serde_json::from_str(&payload).ok(),
         status: JobStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("job status {status:?}")))?,
         attempts: row.try_get("attempts")?,
@@ -248,7 +280,7 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET status = 'running', lease_until = $3, locked_by = $4, \
              attempts = attempts + 1, updated_at = $1 WHERE id IN ({select}) \
-             RETURNING id, page_id, psid, payload, attempts"
+             RETURNING id, page_id, psid, payload, attempts, created_at, in_doubt"
         ));
         let mut tx = self.begin().await?;
         let rows = sqlx::query(sql)
@@ -258,20 +290,38 @@ impl Store {
             .bind(worker_id)
             .fetch_all(&mut *tx)
             .await?;
-        tx.commit().await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in &rows {
+            let id: i64 = row.try_get("id")?;
             let payload: String = row.try_get("payload")?;
-            jobs.push(ClaimedJob {
-                id: row.try_get("id")?,
-                page_id: row.try_get("page_id")?,
-                psid: row.try_get("psid")?,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|e| StoreError::Corrupt(format!("job payload: {e}")))?,
-                attempts: row.try_get("attempts")?,
-                worker_id: worker_id.to_owned(),
-            });
+            match serde_json::from_str(&payload) {
+                Ok(payload) => jobs.push(ClaimedJob {
+                    id,
+                    page_id: row.try_get("page_id")?,
+                    psid: row.try_get("psid")?,
+                    payload,
+                    attempts: row.try_get("attempts")?,
+                    worker_id: worker_id.to_owned(),
+                    created_at: row.try_get("created_at")?,
+                    in_doubt: row.try_get::<i64, _>("in_doubt")? != 0,
+                }),
+                Err(e) => {
+                    // E.g. written by a newer version during a rolling deploy: this job fails
+                    // alone, in the dead letters with the reason; the others run.
+                    tracing::error!(job = id, error = %e, "job payload cannot be decoded");
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'failed', finished_at = $2, updated_at = $2, \
+                         last_error = $3, lease_until = NULL, singleton = NULL WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .bind(format!("the job's payload cannot be decoded: {e}"))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
         }
+        tx.commit().await?;
         jobs.sort_by_key(|j| j.id);
         Ok(jobs)
     }
@@ -287,6 +337,19 @@ impl Store {
         let ok = finish_in(&mut tx, job, &finish, now).await?;
         tx.commit().await?;
         Ok(ok)
+    }
+
+    /// Records, before a call whose effect is not idempotent, that its outcome is in doubt
+    /// until the run finishes: a crash during the call leaves the mark for the next run.
+    pub async fn mark_in_doubt(&self, job: &ClaimedJob) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE jobs SET in_doubt = 1 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(job.id)
+        .bind(job.worker_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     /// Lengthens the lease of a job that is still running.

@@ -18,7 +18,7 @@ pub struct TransitionRow {
 
 const THREAD_COLUMNS: &str = "page_id, psid, state, owner_app_id, session, snapshot, \
      last_user_msg_at, last_agent_msg_at, pending_welcome, return_reason, human_since, \
-     last_error, state_since";
+     last_error, state_since, state_at, epoch, notified_epoch, next_check_at, checks";
 
 fn thread_from_row(row: &AnyRow) -> Result<Thread, StoreError> {
     let state: String = row.try_get("state")?;
@@ -43,6 +43,11 @@ fn thread_from_row(row: &AnyRow) -> Result<Thread, StoreError> {
         human_since: row.try_get("human_since")?,
         last_error: row.try_get("last_error")?,
         state_since: row.try_get("state_since")?,
+        state_at: row.try_get("state_at")?,
+        epoch: row.try_get("epoch")?,
+        notified_epoch: row.try_get("notified_epoch")?,
+        next_check_at: row.try_get("next_check_at")?,
+        checks: row.try_get("checks")?,
     })
 }
 
@@ -170,7 +175,8 @@ impl Store {
                 "UPDATE threads SET state = $3, owner_app_id = $4, session = $5, snapshot = $6, \
                  last_user_msg_at = $7, last_agent_msg_at = $8, pending_welcome = $9, \
                  return_reason = $10, human_since = $11, last_error = $12, state_since = $13, \
-                 updated_at = $14 WHERE page_id = $1 AND psid = $2",
+                 updated_at = $14, state_at = $15, epoch = $16, notified_epoch = $17, \
+                 next_check_at = $18, checks = $19 WHERE page_id = $1 AND psid = $2",
             )
             .bind(page_id)
             .bind(psid)
@@ -186,6 +192,11 @@ impl Store {
             .bind(t.last_error.clone())
             .bind(t.state_since)
             .bind(now)
+            .bind(t.state_at)
+            .bind(t.epoch)
+            .bind(t.notified_epoch)
+            .bind(t.next_check_at)
+            .bind(t.checks)
             .execute(&mut **tx)
             .await?;
         }
@@ -224,32 +235,35 @@ impl Store {
         Ok(decision)
     }
 
-    /// Threads that sat in a transitional state too long, or in `HUMAN` past Messenger's
-    /// 24-hour expiry, and have no job under way: the reconciler asks `thread_owner` about them.
+    /// Threads whose reconciler check is due (`next_check_at`, which backs off per thread)
+    /// and that have no job under way: the reconciler asks `thread_owner` about them. Threads
+    /// stuck in `PASSING`/`RETURNING` have their own budget, so long inbox conversations in
+    /// `HUMAN` never starve them.
     pub async fn stuck_threads(
         &self,
         now: i64,
-        transitional_ms: i64,
-        human_ms: i64,
-        limit: i64,
+        limit_each: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT t.page_id, t.psid FROM threads t \
-             WHERE ((t.state IN ('PASSING', 'RETURNING') AND t.state_since < $1) \
-                 OR (t.state = 'HUMAN' AND t.state_since < $2)) \
-               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.page_id = t.page_id \
-                   AND j.psid = t.psid AND j.status IN ('pending', 'running') \
-                   AND j.kind <> 'idle_check') \
-             ORDER BY t.state_since LIMIT $3",
-        )
-        .bind(now - transitional_ms)
-        .bind(now - human_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("page_id")?, r.try_get("psid")?)))
-            .collect()
+        let mut found = Vec::new();
+        for states in ["('PASSING', 'RETURNING')", "('HUMAN')"] {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT t.page_id, t.psid FROM threads t \
+                 WHERE t.state IN {states} AND t.next_check_at <= $1 \
+                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.page_id = t.page_id \
+                       AND j.psid = t.psid AND j.status IN ('pending', 'running') \
+                       AND j.kind <> 'idle_check') \
+                 ORDER BY t.next_check_at LIMIT $2"
+            ));
+            let rows = sqlx::query(sql)
+                .bind(now)
+                .bind(limit_each)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &rows {
+                found.push((r.try_get("page_id")?, r.try_get("psid")?));
+            }
+        }
+        Ok(found)
     }
 
     /// Counts of threads per state, for `/metrics`.

@@ -1,0 +1,13 @@
+-- Facts have times and decisions have epochs (see src/handover/machine.rs); the reconciler
+-- backs off per thread; an effect job whose outcome is unknown is marked in doubt.
+ALTER TABLE threads ADD COLUMN state_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE threads ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE threads ADD COLUMN notified_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE threads ADD COLUMN next_check_at INTEGER;
+ALTER TABLE threads ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
+UPDATE threads SET state_at = state_since;
+UPDATE threads SET next_check_at = state_since + 300000 WHERE state IN ('PASSING', 'RETURNING');
+UPDATE threads SET next_check_at = state_since + 86400000 WHERE state = 'HUMAN';
+CREATE INDEX threads_next_check ON threads (state, next_check_at);
+
+ALTER TABLE jobs ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0;

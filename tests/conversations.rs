@@ -227,6 +227,99 @@ async fn without_take_permission_the_thread_stays_with_the_inbox(db: Db) {
 }
 both_backends!(without_take_permission_the_thread_stays_with_the_inbox);
 
+fn welcomes(w: &World) -> usize {
+    let welcome = &w.services.settings.welcome_back_message;
+    texts(w).iter().filter(|t| *t == welcome).count()
+}
+
+/// Before: a thread the service had never seen (the inbox took it directly, or before the
+/// service was deployed) was believed to be the bot's, and "back to bot" was ignored.
+async fn a_thread_never_seen_is_taken_back_when_the_user_asks(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
+    w.emulator.user_says(USER, "Hi").await;
+    assert!(w.settle(USER).await);
+    // The inbox got the thread without any event reaching the service.
+    w.emulator.force_owner(USER, Some(PAGE_INBOX_APP_ID));
+    w.emulator.user_says(USER, "Back to bot").await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER), Some(bot(&w)));
+    assert_eq!(welcomes(&w), 1);
+    // Companion mode cannot tell from a standby delivery who owns the thread: it asked.
+    let calls: Vec<String> = w.emulator.log().into_iter().map(|e| e.call).collect();
+    assert!(calls.contains(&"thread_owner".to_owned()), "{calls:?}");
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    finish(w, db).await;
+}
+both_backends!(a_thread_never_seen_is_taken_back_when_the_user_asks);
+
+/// Before: "back to bot" on standby while the bot owns the thread (companion mode hears every
+/// message on standby) would have taken and welcomed; now it asks and leaves the bot alone.
+async fn back_to_bot_while_the_bot_has_the_thread_changes_nothing(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
+    w.emulator.user_says(USER, "Hi").await;
+    w.emulator.user_says(USER, "back to bot").await;
+    assert!(w.settle(USER).await);
+    assert_eq!(w.state(USER).await, Some(State::Bot));
+    let calls: Vec<String> = w.emulator.log().into_iter().map(|e| e.call).collect();
+    assert!(
+        !calls.contains(&"take_thread_control".to_owned()),
+        "{calls:?}"
+    );
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    finish(w, db).await;
+}
+both_backends!(back_to_bot_while_the_bot_has_the_thread_changes_nothing);
+
+/// Before: the companion app gets a postback on standby without its payload, so a "Back to
+/// bot" button could not work; both paths (the integration's fulfillment return and the
+/// companion's standby postback) now lead to one take and one welcome.
+async fn the_back_to_bot_button_returns_once(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
+    handed_over(&w).await;
+    w.emulator.agent_replies(USER, "Hello, Sam here.").await;
+    w.emulator
+        .user_taps_postback(USER, "Back to bot", "BACK_TO_BOT")
+        .await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER), Some(bot(&w)));
+    assert_eq!(welcomes(&w), 1, "{:?}", texts(&w));
+    let takes = w
+        .emulator
+        .log()
+        .into_iter()
+        .filter(|e| e.call == "take_thread_control" && e.actor == "service" && e.ok)
+        .count();
+    assert_eq!(takes, 1);
+    finish(w, db).await;
+}
+both_backends!(the_back_to_bot_button_returns_once);
+
+async fn a_back_to_bot_quick_reply_returns(db: Db) {
+    let Some((w, db)) = world(db, &[]).await else {
+        return;
+    };
+    handed_over(&w).await;
+    w.emulator.agent_replies(USER, "Hello, Sam here.").await;
+    w.emulator
+        .user_taps_quick_reply(USER, "Bot please", "BACK_TO_BOT")
+        .await;
+    assert!(w.wait_for_state(USER, State::Bot).await);
+    assert!(w.settle(USER).await);
+    assert_eq!(w.emulator.owner(USER), Some(bot(&w)));
+    assert_eq!(welcomes(&w), 1);
+    assert_eq!(w.emulator.errors(), Vec::<String>::new());
+    finish(w, db).await;
+}
+both_backends!(a_back_to_bot_quick_reply_returns);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_binary_exits_0() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_messenger-handover"))

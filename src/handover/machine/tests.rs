@@ -1908,3 +1908,257 @@ fn every_return_signal_after_a_human_stay_welcomes_once_in_total() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Facts have times, decisions have epochs (late, reordered and unplaceable facts)
+// ---------------------------------------------------------------------------------------------
+
+/// A handover event caused by our own call of `epoch`, as Meta echoes its metadata.
+fn our_event(pass: bool, epoch: i64, new_owner: &str, ts: i64) -> IncomingEvent {
+    let metadata = Some(call_metadata("test", epoch));
+    let kind = if pass {
+        EventKind::PassThreadControl {
+            new_owner_app_id: Some(new_owner.into()),
+            previous_owner_app_id: Some(APP.into()),
+            metadata,
+        }
+    } else {
+        EventKind::TakeThreadControl {
+            new_owner_app_id: Some(new_owner.into()),
+            previous_owner_app_id: Some(INBOX.into()),
+            metadata,
+        }
+    };
+    let mut e = event(Channel::Messaging, kind);
+    e.timestamp_ms = ts;
+    e
+}
+
+#[test]
+fn a_stale_take_event_of_an_earlier_return_does_not_cancel_a_new_handover() {
+    // Returned (take of epoch 1), then asked for a person again (epoch 2): the late event of
+    // the earlier take arrives, even with a timestamp that looks newer.
+    let mut passing = thread(State::Passing);
+    passing.epoch = 2;
+    for ts in [T0 - 5_000, T0 + 10, NOW] {
+        let d = on(&passing, &our_event(false, 1, APP, ts));
+        assert_quiet(&d, &passing);
+    }
+}
+
+#[test]
+fn a_take_done_for_an_earlier_return_does_not_cancel_a_new_handover() {
+    let mut passing = thread(State::Passing);
+    passing.epoch = 2;
+    let mut call = done(&passing, Ok(()));
+    call.epoch = 1;
+    let d = run(&passing, Input::TakeDone(call));
+    assert_quiet(&d, &passing);
+}
+
+#[test]
+fn our_own_events_are_placed_by_their_epoch() {
+    // This handover's pass reaches the inbox: HUMAN, whatever the timestamp.
+    let passing = thread(State::Passing);
+    let d = on(
+        &passing,
+        &our_event(true, passing.epoch, INBOX, T0 - 60_000),
+    );
+    assert_moved(&d, &passing, State::Human);
+    // This return's take: BOT with sync and welcome.
+    let returning = thread(State::Returning);
+    let d = on(
+        &returning,
+        &our_event(false, returning.epoch, APP, T0 - 60_000),
+    );
+    assert_moved(&d, &returning, State::Bot);
+    assert_eq!(
+        jobs(&d),
+        vec![sync_now(), welcome_now(WelcomeKind::WelcomeBack)]
+    );
+    // A pass of a handover that a return made moot lands: taken back.
+    let mut bot = thread(State::Bot);
+    bot.epoch = 2;
+    let d = on(&bot, &our_event(true, 1, INBOX, NOW));
+    assert_moved(&d, &bot, State::Returning);
+    assert_eq!(jobs(&d), vec![take_now()]);
+}
+
+#[test]
+fn a_stale_foreign_fact_does_not_overturn_the_state() {
+    // HUMAN since T0 (our pass); a "Done" from another app, timestamped well before.
+    let human = thread(State::Human);
+    let mut done_event = pass_event(Some(APP));
+    done_event.timestamp_ms = T0 - 30_000;
+    if let EventKind::PassThreadControl {
+        previous_owner_app_id,
+        ..
+    } = &mut done_event.kind
+    {
+        *previous_owner_app_id = Some(OTHER_APP.into());
+    }
+    let d = on(&human, &done_event);
+    assert_quiet(&d, &human);
+    // An inbox take from before the bot got the thread back.
+    let bot = thread(State::Bot);
+    let mut take = take_event(Some(INBOX));
+    take.timestamp_ms = T0 - 30_000;
+    assert_quiet(&on(&bot, &take), &bot);
+}
+
+#[test]
+fn an_unplaceable_contradicting_fact_is_checked_with_thread_owner() {
+    // The bot got the thread at T0; an agent's echo timestamped within the clock skew.
+    let bot = thread(State::Bot);
+    let mut e = echo(Some(INBOX), "Hi, Sam here");
+    e.timestamp_ms = T0 - CLOCK_SKEW_MS / 2;
+    let d = on(&bot, &e);
+    assert_eq!(d.thread.state, State::Bot);
+    assert_eq!(
+        d.jobs.iter().map(|j| &j.payload).collect::<Vec<_>>(),
+        vec![&JobPayload::CheckOwner {
+            why: CheckWhy::Doubt
+        }]
+    );
+    // The answer is trusted.
+    let check = OwnerCheck {
+        owner: Owner::App(INBOX.into()),
+        why: CheckWhy::Doubt,
+        started_at: NOW - 50,
+    };
+    let d = run(&d.thread, Input::OwnerChecked(check));
+    assert_eq!(d.thread.state, State::Human);
+    assert_eq!(d.thread.owner_app_id.as_deref(), Some(INBOX));
+}
+
+#[test]
+fn a_move_from_the_believed_owner_is_the_next_step_whatever_the_clocks() {
+    // HUMAN (the inbox) since T0; the inbox's "Done" timestamped within the skew before.
+    let human = thread(State::Human);
+    let mut done_event = pass_event(Some(APP));
+    done_event.timestamp_ms = T0 - CLOCK_SKEW_MS / 2;
+    let d = on(&human, &done_event);
+    assert_moved(&d, &human, State::Bot);
+    assert_eq!(
+        jobs(&d),
+        vec![sync_now(), welcome_now(WelcomeKind::WelcomeBack)]
+    );
+}
+
+#[test]
+fn a_request_older_than_the_state_is_not_acted_on() {
+    // The agent took the thread after the user's "back to bot" was sent; Meta delivers it late.
+    let human = thread(State::Human);
+    let mut late = standby("back to bot");
+    late.timestamp_ms = T0 - 60_000;
+    let d = on(&human, &late);
+    assert_eq!(d.thread.state, State::Human);
+    assert!(d.jobs.is_empty());
+}
+
+#[test]
+fn companion_mode_asks_before_acting_on_standby() {
+    let mut p = policy();
+    p.standby_means_not_bot = false;
+    // Every user message reaches the companion on standby: no evidence by itself.
+    let bot = thread(State::Bot);
+    let d = run_with(&bot, Input::Event(&standby("hello")), &p, NOW);
+    assert_quiet(&d, &bot);
+    // "Back to bot": ask who has the thread, then take if another app has it.
+    let d = run_with(&bot, Input::Event(&standby("back to bot")), &p, NOW);
+    assert_eq!(d.thread.state, State::Bot);
+    assert_eq!(
+        d.jobs.iter().map(|j| &j.payload).collect::<Vec<_>>(),
+        vec![&JobPayload::CheckOwner {
+            why: CheckWhy::UserAsked
+        }]
+    );
+    let answer = |owner| {
+        Input::OwnerChecked(OwnerCheck {
+            owner,
+            why: CheckWhy::UserAsked,
+            started_at: NOW - 50,
+        })
+    };
+    let taken = run_with(&d.thread, answer(Owner::App(INBOX.into())), &p, NOW);
+    assert_eq!(taken.thread.state, State::Returning);
+    assert_eq!(jobs(&taken), vec![take_now()]);
+    let ours = run_with(&d.thread, answer(Owner::App(APP.into())), &p, NOW);
+    assert_quiet(&ours, &d.thread);
+}
+
+#[test]
+fn back_to_bot_buttons_return() {
+    let human = thread(State::Human);
+    // A quick reply with the payload, whatever its title.
+    let qr = event(
+        Channel::Standby,
+        EventKind::Message {
+            mid: "m_qr".into(),
+            text: Some("🤖".into()),
+            quick_reply_payload: Some("BACK_TO_BOT".into()),
+        },
+    );
+    assert_eq!(on(&human, &qr).thread.state, State::Returning);
+    // A postback on standby comes without its payload: the title counts.
+    let pb = event(
+        Channel::Standby,
+        EventKind::Postback {
+            mid: Some("m_pb".into()),
+            title: Some("Back to bot".into()),
+            payload: None,
+        },
+    );
+    assert_eq!(on(&human, &pb).thread.state, State::Returning);
+}
+
+#[test]
+fn a_kept_welcome_is_replaced_by_the_next_return_not_added() {
+    let mut human = thread(State::Human);
+    human.pending_welcome = Some(WelcomeKind::WelcomeBack);
+    let asked = on(&human, &standby("back to bot"));
+    assert_eq!(asked.thread.pending_welcome, None);
+    let back = run(&asked.thread, Input::TakeDone(done(&asked.thread, Ok(()))));
+    let welcomes = back
+        .jobs
+        .iter()
+        .filter(|j| matches!(j.payload, JobPayload::SendWelcome { .. }))
+        .count();
+    assert_eq!(welcomes, 1);
+    // The user writes before it went out: no second one.
+    let wrote = on(&back.thread, &message(Channel::Messaging, "hi"));
+    assert!(wrote.jobs.is_empty(), "{:?}", jobs(&wrote));
+}
+
+#[test]
+fn a_welcome_of_unknown_outcome_is_never_repeated() {
+    let mut bot = thread(State::Bot);
+    bot.pending_welcome = Some(WelcomeKind::WelcomeBack);
+    let d = run(&bot, Input::WelcomeUnknown { epoch: bot.epoch });
+    assert_eq!(d.thread.notified_epoch, bot.epoch);
+    assert_eq!(d.thread.pending_welcome, None);
+    assert!(matches!(
+        welcome_plan(&d.thread, bot.epoch, NOW),
+        WelcomePlan::Skip(_)
+    ));
+}
+
+#[test]
+fn the_reconciler_asks_a_long_human_stay_less_and_less_often() {
+    let mut t = thread(State::Human);
+    let mut gaps = Vec::new();
+    for _ in 0..5 {
+        let d = run(&t, Input::OwnerChecked(checked(Owner::App(INBOX.into()))));
+        assert_eq!(d.thread.state, State::Human);
+        gaps.push(d.thread.next_check_at.unwrap() - NOW);
+        t = d.thread;
+    }
+    assert_eq!(
+        gaps,
+        vec![2 * DAY_MS, 4 * DAY_MS, 7 * DAY_MS, 7 * DAY_MS, 7 * DAY_MS]
+    );
+    // A state change starts the schedule over.
+    let d = run(&t, Input::Event(&pass_event(Some(APP))));
+    assert_eq!(d.thread.next_check_at, None);
+    assert_eq!(d.thread.checks, 0);
+}

@@ -79,6 +79,8 @@ pub struct DialogflowSettings {
     pub project_id: String,
     pub location: String,
     pub api_base: String,
+    /// `DIALOGFLOW_API_BASE` was set: it serves every session, whatever its location.
+    pub api_base_explicit: bool,
     pub credentials: GoogleCredentials,
 }
 
@@ -619,6 +621,7 @@ fn dialogflow_settings(r: &mut Reader) -> Option<DialogflowSettings> {
             "DIALOGFLOW_LOCATION: {location:?} is not a region id"
         ));
     }
+    let api_base_explicit = r.optional("DIALOGFLOW_API_BASE").is_some();
     let api_base = match r.optional("DIALOGFLOW_API_BASE") {
         Some(base) => r.url("DIALOGFLOW_API_BASE", base, &["https", "http"]),
         None => crate::dialogflow::api::DialogflowClient::base_for_location(&location),
@@ -642,6 +645,7 @@ fn dialogflow_settings(r: &mut Reader) -> Option<DialogflowSettings> {
         project_id,
         location,
         api_base,
+        api_base_explicit,
         credentials,
     })
 }

@@ -1253,7 +1253,8 @@ async fn dialogflow_findings(
     let mut out = vec![Finding::pass(format!(
         "the Google credentials ({source}) yield an access token for Dialogflow"
     ))];
-    let client = DialogflowClient::new(http.clone(), df.api_base.clone(), auth, timeout);
+    let client = DialogflowClient::new(http.clone(), df.api_base.clone(), auth, timeout)
+        .with_explicit_base(df.api_base_explicit);
     out.push(match client.get_agent(project, &df.location).await {
         Ok(agent) => {
             let name = agent

@@ -82,12 +82,10 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
                 mode = settings.context_on_return.as_str(),
                 "context sync is on"
             );
-            Some(DialogflowClient::new(
-                http.clone(),
-                df.api_base.clone(),
-                Arc::new(auth),
-                timeout,
-            ))
+            Some(
+                DialogflowClient::new(http.clone(), df.api_base.clone(), Arc::new(auth), timeout)
+                    .with_explicit_base(df.api_base_explicit),
+            )
         }
     };
     Ok(Arc::new(Services {

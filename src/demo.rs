@@ -27,6 +27,10 @@ pub struct World {
     pub base: String,
     app: Option<Application>,
     dir: PathBuf,
+    /// The settings the service was built from (for [`World::kill_and_restart`]).
+    raw: RawSettings,
+    /// How many times the service was killed and restarted.
+    pub restarts: u32,
 }
 
 /// Settings that point the service at `emulator`; `overrides` win.
@@ -97,7 +101,37 @@ impl World {
             base,
             app: Some(app),
             dir,
+            raw,
+            restarts: 0,
         })
+    }
+
+    /// Simulates a crash and a restart: kills the service ([`Application::kill`]: the worker
+    /// is aborted mid-job, leases stay held), builds a new one from the same settings on the
+    /// same `DATABASE_URL` (on a new port), and points the emulator's companion webhook and
+    /// fulfillment URL at it. While it is down, the emulator's deliveries and fulfillment
+    /// calls fail as they would against a crashed service.
+    pub async fn kill_and_restart(&mut self) -> Result<(), String> {
+        if let Some(app) = self.app.take() {
+            app.kill().await;
+        }
+        let settings = Settings::from_raw(&self.raw).map_err(|p| p.join("; "))?;
+        let app = Application::build(settings)
+            .await
+            .map_err(|e| format!("service restart: {e}"))?;
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let token = self.raw.get("FULFILLMENT_TOKEN").unwrap_or_default();
+        self.emulator
+            .set_companion_webhook(&format!("{base}/messenger"));
+        self.emulator.set_fulfillment(
+            &format!("{base}/fulfillment"),
+            Some(format!("Bearer {token}")),
+        );
+        self.services = app.services();
+        self.base = base;
+        self.app = Some(app);
+        self.restarts += 1;
+        Ok(())
     }
 
     pub fn page_id(&self) -> String {

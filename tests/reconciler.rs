@@ -4,6 +4,7 @@
 mod common;
 
 use common::app::*;
+use common::mocks::owner_is;
 use messenger_handover::handover::{Decision, State, Thread};
 use messenger_handover::time::{DAY_MS, now_ms};
 use serde_json::json;
@@ -44,16 +45,6 @@ async fn stuck(url: &str, psid: &str, state: State, age_ms: i64) {
         .await
         .unwrap();
     store.close().await;
-}
-
-fn owner_is(app: Option<&str>) -> ResponseTemplate {
-    let body = match app {
-        Some(id) => {
-            json!({"data": [{"thread_owner": {"app_id": id, "expiration": 1_900_000_000}}]})
-        }
-        None => json!({"data": []}),
-    };
-    ResponseTemplate::new(200).set_body_json(body)
 }
 
 async fn stuck_threads_are_corrected(db: Db) {

@@ -2,16 +2,20 @@
 //! Dialogflow "Messenger from Facebook" integration, which is the bot app's webhook when no
 //! `bot_webhook_url` is configured.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::Inner;
+use super::chaos::{DeliveryOutcome, DeliveryRecord, HeldDelivery, Observed};
 use super::dialogflow::{
     GENERIC_LIFESPAN, QueryInput, render_messages, response_contexts, webhook_request,
 };
-use super::platform::{Delivery, SendRequest, random_uuid};
+use super::platform::State;
+use super::platform::{Delivery, SendRequest, Via, random_uuid};
 use crate::messenger::signature::sign;
 
 /// Where an app's webhook deliveries go.
@@ -32,6 +36,9 @@ pub(crate) async fn process(inner: &Arc<Inner>, deliveries: Vec<Delivery>) {
     let mut reactions = Vec::new();
     for d in deliveries {
         match sink_of(inner, &d.app_id) {
+            Sink::Http { secret, label, .. } if label == COMPANION && diverted(inner) => {
+                divert(inner, &d, &secret);
+            }
             Sink::Http { url, secret, label } => {
                 deliver_http(inner, &d, &url, &secret, label).await;
             }
@@ -52,8 +59,358 @@ pub(crate) async fn process(inner: &Arc<Inner>, deliveries: Vec<Delivery>) {
         }
     }
     for r in reactions {
+        let delay = {
+            let mut st = inner.lock();
+            let max = st.chaos.bot_max_delay_ms;
+            let psid = psid_of(&st.cfg.page_id, &r);
+            st.dice.upto(&psid, "bot delay", max)
+        };
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         integration(inner, &r).await;
     }
+}
+
+const COMPANION: &str = "webhook → companion";
+
+/// The user a delivery is about: the sender, or the recipient of an echo (sent by the Page).
+fn psid_of(page_id: &str, d: &Delivery) -> String {
+    let sender = d
+        .event
+        .pointer("/sender/id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if sender == page_id {
+        d.event
+            .pointer("/recipient/id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    } else {
+        sender.to_string()
+    }
+}
+
+/// A companion delivery, signed and ready to send (its body never changes afterwards, so a
+/// duplicate is byte-identical).
+#[derive(Clone, Debug)]
+pub(crate) struct Prepared {
+    pub psid: String,
+    pub channel: &'static str,
+    pub summary: String,
+    pub event_ts: i64,
+    pub mid: Option<String>,
+    pub body: Vec<u8>,
+    pub signature: String,
+    /// A description of what chaos did to it, for the log (`delayed 120 ms, duplicate`).
+    pub chaos: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Pooled {
+    pub due: Instant,
+    pub item: Prepared,
+}
+
+/// Companion deliveries that are not sent inline: held by a test, or waiting for their chaos
+/// delay. Behind its own mutex; never locked while the state lock is held.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    pub holding: bool,
+    pub held: Vec<Prepared>,
+    pub waiting: Vec<Pooled>,
+    /// Pooled deliveries being sent right now.
+    pub in_flight: usize,
+    /// Without reordering, due times never go backwards.
+    pub last_due: Option<Instant>,
+}
+
+/// Deliveries to the companion are held or pooled instead of sent inline.
+fn diverted(inner: &Inner) -> bool {
+    let holding = inner.pool().holding;
+    holding || inner.lock().chaos.affects_webhooks()
+}
+
+fn mid_of(d: &Delivery) -> Option<String> {
+    d.event
+        .pointer("/message/mid")
+        .or_else(|| d.event.pointer("/postback/mid"))
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+fn prepare(inner: &Inner, d: &Delivery, secret: &str) -> Prepared {
+    let mut st = inner.lock();
+    let ts = st.next_ts();
+    let body = envelope(&st.cfg.page_id, ts, d).to_string().into_bytes();
+    let psid = psid_of(&st.cfg.page_id, d);
+    Prepared {
+        psid,
+        channel: d.channel.key(),
+        summary: d.summary.clone(),
+        event_ts: d
+            .event
+            .get("timestamp")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        mid: mid_of(d),
+        signature: sign(secret, &body),
+        body,
+        chaos: String::new(),
+    }
+}
+
+/// Records what became of a companion delivery in its user's timeline.
+pub(crate) fn observe(st: &mut State, p: &Prepared, outcome: DeliveryOutcome, detail: String) {
+    let record = DeliveryRecord {
+        channel: p.channel.to_string(),
+        summary: p.summary.clone(),
+        event_ts: p.event_ts,
+        mid: p.mid.clone(),
+        outcome,
+        detail,
+    };
+    st.observe(&p.psid, None, Observed::Delivery(record));
+}
+
+/// Holds the delivery, or rolls the chaos dice for it: dropped, or pooled (with a delay,
+/// perhaps twice).
+fn divert(inner: &Arc<Inner>, d: &Delivery, secret: &str) {
+    let mut item = prepare(inner, d, secret);
+    {
+        let mut pool = inner.pool();
+        if pool.holding {
+            pool.held.push(item.clone());
+            drop(pool);
+            let mut st = inner.lock();
+            st.record(
+                "messenger",
+                COMPANION,
+                format!("{} {} → held", item.channel, item.summary),
+                true,
+            );
+            observe(&mut st, &item, DeliveryOutcome::Held, String::new());
+            return;
+        }
+    }
+    let (drop_it, delay, duplicate, reorder) = {
+        let mut st = inner.lock();
+        let chaos = st.chaos.clone();
+        let psid = item.psid.clone();
+        let drop_it = st.dice.chance(&psid, "webhook", chaos.webhook_drop);
+        let delay = st.dice.upto(&psid, "webhook", chaos.webhook_max_delay_ms);
+        let duplicate = if st.dice.chance(&psid, "webhook", chaos.webhook_duplicate) {
+            Some(
+                10 + st
+                    .dice
+                    .upto(&psid, "webhook", chaos.webhook_max_delay_ms + 100),
+            )
+        } else {
+            None
+        };
+        if drop_it {
+            st.record(
+                "messenger",
+                COMPANION,
+                format!("{} {} → [chaos] dropped", item.channel, item.summary),
+                false,
+            );
+            observe(&mut st, &item, DeliveryOutcome::Dropped, String::new());
+        }
+        (drop_it, delay, duplicate, chaos.webhook_reorder)
+    };
+    if drop_it {
+        return;
+    }
+    let now = Instant::now();
+    let mut pool = inner.pool();
+    let mut due = now + Duration::from_millis(delay);
+    if !reorder {
+        due = due.max(pool.last_due.unwrap_or(now));
+        pool.last_due = Some(due);
+    }
+    item.chaos = format!("delayed {delay} ms");
+    if let Some(extra) = duplicate {
+        let mut dup = item.clone();
+        dup.chaos = format!("duplicate, {} ms after the original", extra);
+        let mut dup_due = due + Duration::from_millis(extra);
+        if !reorder {
+            dup_due = dup_due.max(pool.last_due.unwrap_or(now));
+            pool.last_due = Some(dup_due);
+        }
+        pool.waiting.push(Pooled {
+            due: dup_due,
+            item: dup,
+        });
+    }
+    pool.waiting.push(Pooled { due, item });
+    drop(pool);
+    inner.pool_wake.notify_one();
+}
+
+/// Sends pooled deliveries when they are due: concurrently and in random order with
+/// `webhook_reorder`, else one at a time in due order.
+pub(crate) async fn pool_worker(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let now = Instant::now();
+            let (mut due, next) = {
+                let mut pool = inner.pool();
+                let mut due = Vec::new();
+                let mut i = 0;
+                while i < pool.waiting.len() {
+                    if pool.waiting[i].due <= now {
+                        due.push(pool.waiting.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                pool.in_flight += due.len();
+                let next = pool.waiting.iter().map(|p| p.due).min();
+                (due, next)
+            };
+            let reorder = inner.lock().chaos.webhook_reorder;
+            if reorder {
+                let psid = due.first().map(|p| p.item.psid.clone()).unwrap_or_default();
+                let mut st = inner.lock();
+                due.shuffle(st.dice.stream(&psid, "reorder"));
+                drop(st);
+                for p in due {
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        send_prepared(&inner, &p.item).await;
+                        inner.pool().in_flight -= 1;
+                    });
+                }
+            } else {
+                due.sort_by_key(|p| p.due);
+                for p in due {
+                    send_prepared(&inner, &p.item).await;
+                    inner.pool().in_flight -= 1;
+                }
+            }
+            next
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+/// Sends a prepared companion delivery to the companion's webhook URL as it is now (the
+/// service may have restarted on another port), with Meta-like retries.
+pub(crate) async fn send_prepared(inner: &Arc<Inner>, item: &Prepared) {
+    const ATTEMPTS: u32 = 9;
+    let mut statuses: Vec<String> = Vec::new();
+    let mut ok = false;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 << (attempt - 1).min(4))).await;
+        }
+        let url = inner.lock().cfg.companion_webhook_url.clone();
+        let Some(url) = url else {
+            statuses.push("no webhook".into());
+            break;
+        };
+        let res = inner
+            .http
+            .post(&url)
+            .timeout(Duration::from_secs(5))
+            .header("Content-Type", "application/json")
+            .header("X-Hub-Signature-256", &item.signature)
+            .header("User-Agent", "facebookexternalua")
+            .body(item.body.clone())
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().as_u16() == 200 => {
+                statuses.push("200".into());
+                ok = true;
+                break;
+            }
+            Ok(r) => statuses.push(r.status().as_u16().to_string()),
+            Err(e) => statuses.push(if e.is_timeout() {
+                "timeout".into()
+            } else {
+                "unreachable".into()
+            }),
+        }
+    }
+    let outcome = if ok {
+        statuses.join(", ")
+    } else {
+        format!("{} (gave up)", statuses.join(", "))
+    };
+    let chaos = if item.chaos.is_empty() {
+        String::new()
+    } else {
+        format!(" [chaos: {}]", item.chaos)
+    };
+    let mut st = inner.lock();
+    st.record(
+        "messenger",
+        COMPANION,
+        format!("{} {} → {outcome}{chaos}", item.channel, item.summary),
+        ok,
+    );
+    let result = if ok {
+        DeliveryOutcome::Delivered
+    } else {
+        DeliveryOutcome::GaveUp
+    };
+    observe(
+        &mut st,
+        item,
+        result,
+        format!("{}{chaos}", statuses.join(", ")),
+    );
+}
+
+/// The held deliveries, in the order they were held.
+pub(crate) fn held(inner: &Inner) -> Vec<HeldDelivery> {
+    inner
+        .pool()
+        .held
+        .iter()
+        .enumerate()
+        .map(|(index, p)| HeldDelivery {
+            index,
+            psid: p.psid.clone(),
+            channel: p.channel.to_string(),
+            summary: p.summary.clone(),
+            body: String::from_utf8_lossy(&p.body).into_owned(),
+        })
+        .collect()
+}
+
+/// Takes the held deliveries at `order` (indices into `held()`, in that order; unknown or
+/// repeated indices are ignored) out of the hold; the others stay held.
+pub(crate) fn take_held(inner: &Inner, order: &[usize]) -> Vec<Prepared> {
+    let mut pool = inner.pool();
+    let mut seen = std::collections::HashSet::new();
+    let picked: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|i| *i < pool.held.len() && seen.insert(*i))
+        .collect();
+    let out: Vec<Prepared> = picked.iter().map(|i| pool.held[*i].clone()).collect();
+    let mut index = 0;
+    pool.held.retain(|_| {
+        let keep = !seen.contains(&index);
+        index += 1;
+        keep
+    });
+    out
 }
 
 fn sink_of(inner: &Inner, app_id: &str) -> Sink {
@@ -140,12 +497,35 @@ async fn deliver_http(inner: &Arc<Inner>, d: &Delivery, url: &str, secret: &str,
     } else {
         format!("{} (gave up)", statuses.join(", "))
     };
-    inner.lock().record(
+    let mut st = inner.lock();
+    st.record(
         "messenger",
         label,
         format!("{} {} → {outcome}", d.channel.key(), d.summary),
         ok,
     );
+    if label == COMPANION {
+        let psid = psid_of(&st.cfg.page_id, d);
+        if st.threads.contains_key(&psid) {
+            let record = DeliveryRecord {
+                channel: d.channel.key().to_string(),
+                summary: d.summary.clone(),
+                event_ts: d
+                    .event
+                    .get("timestamp")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                mid: mid_of(d),
+                outcome: if ok {
+                    DeliveryOutcome::Delivered
+                } else {
+                    DeliveryOutcome::GaveUp
+                },
+                detail: statuses.join(", "),
+            };
+            st.observe(&psid, None, Observed::Delivery(record));
+        }
+    }
 }
 
 /// The Dialogflow Messenger integration handling one user message or postback the bot app
@@ -215,9 +595,18 @@ async fn integration(inner: &Arc<Inner>, d: &Delivery) {
         } else {
             None
         };
+        st.observe(
+            &psid,
+            None,
+            Observed::Intent {
+                action: outcome.intent.action.to_string(),
+                webhook: webhook.is_some(),
+            },
+        );
         (outcome, session, webhook)
     };
     let mut messages = vec![json!({ "text": outcome.text })];
+    let mut fulfilled = None;
     if let Some((url, auth)) = webhook {
         let original = json!({
             "source": "facebook",
@@ -246,8 +635,10 @@ async fn integration(inner: &Arc<Inner>, d: &Delivery) {
                 if !rendered.is_empty() {
                     messages = rendered;
                 }
+                fulfilled = Some(true);
             }
             Err(why) => {
+                fulfilled = Some(false);
                 inner.lock().record(
                     "dialogflow",
                     "fulfillment",
@@ -260,6 +651,16 @@ async fn integration(inner: &Arc<Inner>, d: &Delivery) {
             }
         }
     }
+    if let Some(ok) = fulfilled {
+        inner.lock().observe(
+            &psid,
+            None,
+            Observed::Fulfillment {
+                action: outcome.intent.action.to_string(),
+                ok,
+            },
+        );
+    }
     // The reply, through the same Send API rules as everyone else.
     let bot = inner.lock().cfg.bot_app_id.clone();
     for message in messages {
@@ -271,7 +672,7 @@ async fn integration(inner: &Arc<Inner>, d: &Delivery) {
         };
         let mut st = inner.lock();
         let text = super::dialogflow::message_text(req.message.as_ref().unwrap_or(&Value::Null));
-        match st.send(&bot, &psid, &req) {
+        match st.send(&bot, &psid, &req, Via::Integration) {
             Ok((resp, deliveries)) => {
                 let mid = resp["message_id"].as_str().unwrap_or_default().to_string();
                 st.record("bot app", "send_api", format!("{text:?} → {mid}"), true);
@@ -288,6 +689,16 @@ async fn integration(inner: &Arc<Inner>, d: &Delivery) {
                     "send_api by the bot app (Dialogflow integration) for {psid}: {}",
                     e.short()
                 ));
+                st.observe(
+                    &psid,
+                    None,
+                    Observed::Refused {
+                        app_id: bot.clone(),
+                        call: format!("send_api {text:?}"),
+                        error: e.short(),
+                        by_integration: true,
+                    },
+                );
             }
         }
     }

@@ -10,7 +10,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 
 use super::Inner;
-use super::platform::{GraphError, SendRequest, State};
+use super::chaos::GraphFault;
+use super::platform::{GraphError, SendRequest, State, Via};
 use crate::messenger::signature::appsecret_proof;
 
 /// Request parameters from the query string and the body.
@@ -180,9 +181,7 @@ pub(crate) async fn handle(
         Err(e) => return reject(inner, "graph", &version, &e),
     };
     let method = req.method().clone();
-    let mut st = inner.lock();
-    st.versions.insert(version.clone());
-    drop(st);
+    inner.lock().versions.insert(version.clone());
     let node = segs.first().copied().unwrap_or_default();
     if node == "debug_token" && segs.len() == 1 {
         return debug_token(inner, &params, &version);
@@ -225,17 +224,135 @@ pub(crate) async fn handle(
         );
         return reject(inner, call, &version, &e);
     }
-    let result = match (edge, &method) {
-        ("", &Method::GET) => page_fields(inner, &params),
-        ("messages", &Method::POST) => send(inner, &caller, &params),
-        ("pass_thread_control", &Method::POST) => pass(inner, &caller, &params),
-        ("take_thread_control", &Method::POST) => take(inner, &caller, &params),
-        ("release_thread_control", &Method::POST) => release(inner, &caller, &params),
-        ("request_thread_control", &Method::POST) => request(inner, &caller, &params),
-        ("extend_thread_control", &Method::POST) => extend(inner, &caller, &params),
-        ("thread_owner", &Method::GET) => thread_owner(inner, &params),
+    let fault = roll_fault(inner, &caller, edge, &method, &params);
+    if fault == GraphFault::None {
+        return apply(inner, &caller, edge, &method, &params, call, &version);
+    }
+    let psid = params.recipient().unwrap_or_default();
+    let note = |what: String| {
+        let mut st = inner.lock();
+        let detail = with_version(&st, &version, format!("{psid}: [chaos] {what}"));
+        st.record("service", call, detail, false);
+        st.note(&psid, format!("service {call}: [chaos] {what}"));
+    };
+    match fault {
+        GraphFault::None => unreachable!("handled above"),
+        GraphFault::Error500 => {
+            note("HTTP 500 (#2), not applied".into());
+            HttpResponse::InternalServerError().json(
+                GraphError::new(2, None, "(#2) Service temporarily unavailable").body_transient(),
+            )
+        }
+        GraphFault::RateLimited => {
+            note("HTTP 429 (#613) Retry-After: 1, not applied".into());
+            HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", "1"))
+                .json(
+                    GraphError::new(
+                        613,
+                        None,
+                        "(#613) Calls to this api have exceeded the rate limit.",
+                    )
+                    .body_transient(),
+                )
+        }
+        GraphFault::Dropped(hang_ms) => {
+            note(format!(
+                "dropped before applying (connection dropped after {hang_ms} ms)"
+            ));
+            lost_answer(hang_ms).await
+        }
+        GraphFault::AppliedThenLost(hang_ms) => {
+            let applied = apply(inner, &caller, edge, &method, &params, call, &version);
+            note(format!(
+                "applied (HTTP {}), then the answer was lost (connection dropped after {hang_ms} ms)",
+                applied.status().as_u16()
+            ));
+            lost_answer(hang_ms).await
+        }
+        GraphFault::Slow(ms) => {
+            let applied = apply(inner, &caller, edge, &method, &params, call, &version);
+            {
+                let mut st = inner.lock();
+                st.note(
+                    &psid,
+                    format!(
+                        "service {call}: [chaos] applied (HTTP {}), answer delayed {ms} ms",
+                        applied.status().as_u16()
+                    ),
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            applied
+        }
+    }
+}
+
+/// The calls the service makes with the bot app's Page token that chaos may disturb.
+fn roll_fault(
+    inner: &Arc<Inner>,
+    caller: &str,
+    edge: &str,
+    method: &Method,
+    params: &Params,
+) -> GraphFault {
+    let mut st = inner.lock();
+    if caller != st.cfg.bot_app_id || !st.chaos.affects_graph() {
+        return GraphFault::None;
+    }
+    let disturbed = matches!(
+        (edge, method),
+        ("messages", &Method::POST)
+            | ("pass_thread_control", &Method::POST)
+            | ("take_thread_control", &Method::POST)
+            | ("thread_owner", &Method::GET)
+    );
+    if !disturbed {
+        return GraphFault::None;
+    }
+    let psid = params.recipient().unwrap_or_default();
+    let chaos = st.chaos.clone();
+    GraphFault::roll(&chaos, &mut st.dice, &psid)
+}
+
+/// Hangs for `hang_ms`, then answers with a body that breaks off: the client sees the
+/// connection dropped (a transport error), or has given up already.
+async fn lost_answer(hang_ms: u64) -> HttpResponse {
+    if hang_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(hang_ms)).await;
+    }
+    let broken = futures_util::stream::once(async {
+        Err::<actix_web::web::Bytes, actix_web::Error>(actix_web::error::ErrorInternalServerError(
+            "chaos: connection dropped",
+        ))
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(broken)
+}
+
+/// Applies one authenticated Graph call and records it (the emulator without chaos).
+fn apply(
+    inner: &Arc<Inner>,
+    caller: &str,
+    edge: &str,
+    method: &Method,
+    params: &Params,
+    call: &str,
+    version: &str,
+) -> HttpResponse {
+    let caller = caller.to_string();
+    let result = match (edge, method) {
+        ("", &Method::GET) => page_fields(inner, params),
+        ("messages", &Method::POST) => send(inner, &caller, params),
+        ("pass_thread_control", &Method::POST) => pass(inner, &caller, params),
+        ("take_thread_control", &Method::POST) => take(inner, &caller, params),
+        ("release_thread_control", &Method::POST) => release(inner, &caller, params),
+        ("request_thread_control", &Method::POST) => request(inner, &caller, params),
+        ("extend_thread_control", &Method::POST) => extend(inner, &caller, params),
+        ("thread_owner", &Method::GET) => thread_owner(inner, params),
         ("subscribed_apps", &Method::GET) => Ok(list_subscribed_apps(inner)),
-        ("subscribed_apps", &Method::POST) => subscribe(inner, &caller, &params),
+        ("subscribed_apps", &Method::POST) => subscribe(inner, &caller, params),
         ("subscribed_apps", &Method::DELETE) => unsubscribe(inner, &caller),
         (
             ""
@@ -259,14 +376,38 @@ pub(crate) async fn handle(
             format!("Unknown path components: /{e}"),
         )),
     };
+    let psid = params.recipient();
     match result {
         Ok((value, detail)) => {
             let mut st = inner.lock();
-            let detail = with_version(&st, &version, detail);
+            let detail = with_version(&st, version, detail);
+            if let Some(psid) = psid.as_deref()
+                && st.threads.contains_key(psid)
+            {
+                let who = st.app_name(&caller);
+                st.note(psid, format!("{who} {call}: ok {detail}"));
+            }
             st.record("service", call, detail, true);
             HttpResponse::Ok().json(value)
         }
-        Err(e) => reject(inner, call, &version, &e),
+        Err(e) => {
+            if let Some(psid) = psid.as_deref() {
+                let mut st = inner.lock();
+                if st.threads.contains_key(psid) {
+                    st.observe(
+                        psid,
+                        None,
+                        super::chaos::Observed::Refused {
+                            app_id: caller.clone(),
+                            call: call.to_string(),
+                            error: e.short(),
+                            by_integration: false,
+                        },
+                    );
+                }
+            }
+            reject(inner, call, version, &e)
+        }
     }
 }
 
@@ -315,7 +456,7 @@ fn pass(inner: &Arc<Inner>, caller: &str, p: &Params) -> Outcome {
         ));
     };
     let mut st = inner.lock();
-    let deliveries = st.pass(caller, &psid, &target, &metadata(p))?;
+    let deliveries = st.pass(caller, &psid, &target, &metadata(p), Via::Graph)?;
     let detail = format!("{psid} → {} ({target})", st.app_name(&target));
     // Queued under the state lock, so deliveries keep the order of the state changes.
     inner.enqueue(deliveries);
@@ -333,7 +474,7 @@ fn take(inner: &Arc<Inner>, caller: &str, p: &Params) -> Outcome {
     let psid = require_recipient(p)?;
     let mut st = inner.lock();
     let previous = st.owner_of(&psid);
-    let deliveries = st.take(caller, &psid, &metadata(p))?;
+    let deliveries = st.take(caller, &psid, &metadata(p), Via::Graph)?;
     let detail = format!(
         "{psid}: {} → {}",
         previous
@@ -411,7 +552,7 @@ fn send(inner: &Arc<Inner>, caller: &str, p: &Params) -> Outcome {
         metadata,
     };
     let mut st = inner.lock();
-    let (value, mut deliveries) = st.send(caller, &psid, &req)?;
+    let (value, mut deliveries) = st.send(caller, &psid, &req, Via::Graph)?;
     let mut detail = match &message {
         Some(m) => format!(
             "{psid}: {:?} → {}",
@@ -432,7 +573,7 @@ fn send(inner: &Arc<Inner>, caller: &str, p: &Params) -> Outcome {
                 Some(Value::Number(n)) => n.to_string(),
                 _ => st.cfg.bot_app_id.clone(),
             };
-            st.pass(caller, &psid, &target, "")
+            st.pass(caller, &psid, &target, "", Via::SendApi)
                 .map(|d| deliveries.extend(d))
         } else {
             st.release(caller, &psid)

@@ -11,7 +11,16 @@
 //! Three apps are modelled: the bot app (the Page's default app; its webhook is the emulated
 //! Dialogflow integration unless `bot_webhook_url` is set), the companion app (its webhook is
 //! the service's `/messenger`), and the Page Inbox ([`PAGE_INBOX_APP_ID`], no webhook).
+//!
+//! For adversarial tests: [`Emulator::set_chaos`] injects seeded faults ([`Chaos`]: webhook
+//! deliveries to the companion delayed, duplicated, reordered, dropped; the service's Graph
+//! API calls slow, failing, rate-limited, applied with their answer lost, or dropped), and
+//! [`Emulator::hold_companion_deliveries`] / [`Emulator::release_held`] let a scenario deliver
+//! the service's webhooks in any order. What happened to each user is observable:
+//! [`Emulator::timeline`], [`Emulator::ownership_history`], [`Emulator::thread_control_calls`],
+//! [`Emulator::journal`]. With `Chaos::default()` (the default) nothing changes.
 
+mod chaos;
 mod delivery;
 mod dialogflow;
 mod google;
@@ -27,9 +36,19 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use platform::{Delivery, SendRequest, State};
+use delivery::Pool;
+use platform::{Delivery, SendRequest, State, Via};
 
 pub use crate::config::PAGE_INBOX_APP_ID;
+pub use chaos::{
+    Chaos, DeliveryOutcome, DeliveryRecord, HeldDelivery, Observation, Observed, OwnerChange,
+    ThreadControlCall,
+};
+
+/// The static text of the emulated agent's "Return to bot" intent (`input.return_to_bot`).
+pub const RETURN_INTENT_TEXT: &str = dialogflow::RETURN_TO_BOT.text;
+/// The static text of the emulated agent's "Human handover" intent (`input.handover`).
+pub const HANDOVER_INTENT_TEXT: &str = dialogflow::HUMAN_HANDOVER.text;
 
 /// How the emulated Page, apps and agent are set up.
 #[derive(Clone, Debug)]
@@ -180,6 +199,10 @@ pub(crate) struct Inner {
     base_url: String,
     server: Mutex<Option<actix_web::dev::ServerHandle>>,
     worker: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Held and chaos-delayed companion deliveries.
+    pool: Mutex<Pool>,
+    pool_wake: Arc<tokio::sync::Notify>,
+    pool_worker: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -189,6 +212,11 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inner {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         relock(&self.state)
+    }
+
+    /// Never taken while the state lock is held (and the state lock never while this is).
+    pub(crate) fn pool(&self) -> MutexGuard<'_, Pool> {
+        relock(&self.pool)
     }
 
     /// Queues deliveries without waiting (what Graph API calls do: Meta answers first).
@@ -206,6 +234,9 @@ impl Drop for Inner {
             drop(h.stop(false));
         }
         if let Some(w) = relock(&self.worker).take() {
+            w.abort();
+        }
+        if let Some(w) = relock(&self.pool_worker).take() {
             w.abort();
         }
     }
@@ -265,12 +296,20 @@ impl Emulator {
             base_url: format!("http://127.0.0.1:{port}"),
             server: Mutex::new(None),
             worker: Mutex::new(None),
+            pool: Mutex::new(Pool::default()),
+            pool_wake: Arc::new(tokio::sync::Notify::new()),
+            pool_worker: Mutex::new(None),
         });
         let srv = server::build(listener, Arc::downgrade(&inner))?;
         *relock(&inner.server) = Some(srv.handle());
         tokio::spawn(srv);
         let w = tokio::spawn(worker(Arc::downgrade(&inner), rx));
         *relock(&inner.worker) = Some(w.abort_handle());
+        let p = tokio::spawn(delivery::pool_worker(
+            Arc::downgrade(&inner),
+            inner.pool_wake.clone(),
+        ));
+        *relock(&inner.pool_worker) = Some(p.abort_handle());
         Ok(Emulator { inner })
     }
 
@@ -407,7 +446,7 @@ impl Emulator {
         let done = self.locked(|st| {
             let mut out = Vec::new();
             if st.owner_of(psid).as_deref() != Some(PAGE_INBOX_APP_ID) {
-                match st.take(PAGE_INBOX_APP_ID, psid, "") {
+                match st.take(PAGE_INBOX_APP_ID, psid, "", Via::Inbox) {
                     Ok(d) => {
                         st.record("page inbox", "take_thread_control", psid.to_string(), true);
                         out.extend(d);
@@ -423,7 +462,7 @@ impl Emulator {
                 message: Some(json!({ "text": text })),
                 metadata: None,
             };
-            match st.send(PAGE_INBOX_APP_ID, psid, &req) {
+            match st.send(PAGE_INBOX_APP_ID, psid, &req, Via::Inbox) {
                 Ok((_, d)) => {
                     st.record("page inbox", "send_api", format!("{psid}: {text:?}"), true);
                     out.extend(d);
@@ -457,7 +496,7 @@ impl Emulator {
                 Vec::new()
             } else {
                 let bot = st.cfg.bot_app_id.clone();
-                match st.pass(PAGE_INBOX_APP_ID, psid, &bot, "") {
+                match st.pass(PAGE_INBOX_APP_ID, psid, &bot, "", Via::Inbox) {
                     Ok(d) => {
                         st.record(
                             "page inbox",
@@ -490,6 +529,7 @@ impl Emulator {
                     psid.to_string(),
                     true,
                 );
+                st.observe(psid, None, Observed::InboxRequestedControl);
                 d
             }
             Err(e) => {
@@ -508,7 +548,26 @@ impl Emulator {
     /// Sets the owner directly, without any webhook (test set-up).
     pub fn force_owner(&self, psid: &str, app_id: Option<&str>) {
         let mut st = self.inner.lock();
+        let from = st.thread(psid).owner.clone();
         st.thread(psid).owner = app_id.map(String::from);
+        if from.as_deref() != app_id {
+            let change = OwnerChange {
+                seq: 0,
+                at_ms: 0,
+                from,
+                to: app_id.map(String::from),
+                by: "platform".into(),
+                via: "force_owner".into(),
+            };
+            st.observe(psid, None, Observed::OwnerChanged(change));
+            // The numbers inside are those of the observation itself.
+            if let Some(Observation { seq, at_ms, what }) = st.thread(psid).timeline.last_mut()
+                && let Observed::OwnerChanged(c) = what
+            {
+                c.seq = *seq;
+                c.at_ms = *at_ms;
+            }
+        }
     }
 
     /// Pretends the user's last message was `age` ago (24-hour window and idle tests).
@@ -615,6 +674,144 @@ impl Emulator {
         }
     }
 
+    // ── Chaos: fault injection ──────────────────────────────────────────────────────────
+
+    /// Turns fault injection on (or off, with `Chaos::default()`), and reseeds its dice.
+    /// Companion deliveries already pooled are still delivered (with their delays).
+    pub fn set_chaos(&self, chaos: Chaos) {
+        let mut st = self.inner.lock();
+        st.dice = chaos::Dice::new(chaos.seed);
+        st.chaos = chaos;
+        let detail = format!("{:?}", st.chaos);
+        st.record("chaos", "set_chaos", detail, true);
+    }
+
+    /// The fault injection in force.
+    pub fn chaos(&self) -> Chaos {
+        self.inner.lock().chaos.clone()
+    }
+
+    /// From now on, deliveries to the companion app (the service's `/messenger`) are held
+    /// (signed, in order) instead of sent, until released or dropped. Deliveries to the bot
+    /// app (the Dialogflow integration) are not affected.
+    pub fn hold_companion_deliveries(&self) {
+        self.inner.pool().holding = true;
+    }
+
+    /// New companion deliveries are sent again; those already held stay held.
+    pub fn stop_holding(&self) {
+        self.inner.pool().holding = false;
+    }
+
+    /// The held companion deliveries, in the order they were held.
+    pub fn held(&self) -> Vec<HeldDelivery> {
+        delivery::held(&self.inner)
+    }
+
+    /// Delivers the held deliveries at `order` (indices into [`Emulator::held`]), one after
+    /// another in that order, each awaited; the others stay held. Unknown or repeated indices
+    /// are ignored.
+    pub async fn release_held(&self, order: &[usize]) {
+        for item in delivery::take_held(&self.inner, order) {
+            delivery::send_prepared(&self.inner, &item).await;
+        }
+    }
+
+    /// Delivers every held delivery in the order they were held.
+    pub async fn release_all_held(&self) {
+        let n = self.inner.pool().held.len();
+        let order: Vec<usize> = (0..n).collect();
+        self.release_held(&order).await;
+    }
+
+    /// Forgets the held deliveries (Meta gave up on them); returns how many there were.
+    pub fn drop_held(&self) -> usize {
+        let dropped = std::mem::take(&mut self.inner.pool().held);
+        let mut st = self.inner.lock();
+        for d in &dropped {
+            st.record(
+                "messenger",
+                "webhook → companion",
+                format!("{} {} → dropped while held", d.channel, d.summary),
+                false,
+            );
+            delivery::observe(&mut st, d, DeliveryOutcome::DroppedWhileHeld, String::new());
+        }
+        dropped.len()
+    }
+
+    /// Waits until every queued delivery is done and no chaos-delayed companion delivery is
+    /// waiting or being sent (held ones do not count); false if that takes longer than `max`.
+    pub async fn drain(&self, max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            self.flush().await;
+            let idle = {
+                let pool = self.inner.pool();
+                pool.waiting.is_empty() && pool.in_flight == 0
+            };
+            if idle {
+                self.flush().await;
+                let pool = self.inner.pool();
+                if pool.waiting.is_empty() && pool.in_flight == 0 {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // ── Observations ────────────────────────────────────────────────────────────────────
+
+    /// Everything observed about a user's thread, in order: the user's messages and taps,
+    /// Dialogflow's matches, messages that reached the user, ownership changes, applied
+    /// thread-control calls, refused calls, deliveries and injected faults.
+    pub fn timeline(&self, psid: &str) -> Vec<Observation> {
+        self.inner
+            .lock()
+            .threads
+            .get(psid)
+            .map(|t| t.timeline.clone())
+            .unwrap_or_default()
+    }
+
+    /// The thread's ownership changes, in order (who, from, to, by which call or inbox
+    /// action, Meta's timestamp).
+    pub fn ownership_history(&self, psid: &str) -> Vec<OwnerChange> {
+        self.timeline(psid)
+            .into_iter()
+            .filter_map(|o| match o.what {
+                Observed::OwnerChanged(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every `pass_thread_control` / `take_thread_control` the platform applied for the
+    /// thread, with whether it changed the owner (`changed: false` = a redundant application).
+    pub fn thread_control_calls(&self, psid: &str) -> Vec<ThreadControlCall> {
+        self.timeline(psid)
+            .into_iter()
+            .filter_map(|o| match o.what {
+                Observed::ThreadControl(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The timeline as readable lines (`at_ms #seq what`), apps by name.
+    pub fn journal(&self, psid: &str) -> Vec<String> {
+        let st = self.inner.lock();
+        let names = st.names();
+        st.threads
+            .get(psid)
+            .map(|t| t.timeline.iter().map(|o| names.render(o)).collect())
+            .unwrap_or_default()
+    }
+
     /// Stops the HTTP server and the delivery worker.
     pub async fn stop(self) {
         let handle = relock(&self.inner.server).take();
@@ -622,6 +819,9 @@ impl Emulator {
             h.stop(true).await;
         }
         if let Some(w) = relock(&self.inner.worker).take() {
+            w.abort();
+        }
+        if let Some(w) = relock(&self.inner.pool_worker).take() {
             w.abort();
         }
     }

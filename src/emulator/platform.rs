@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use super::chaos::{Chaos, Dice, Names, Observation, Observed, OwnerChange, ThreadControlCall};
 use super::dialogflow::{Agent, SessionName, message_text};
 use super::{EmulatorConfig, LogEntry, PAGE_INBOX_APP_ID, SentToUser};
 
@@ -104,6 +105,13 @@ impl GraphError {
         json!({ "error": e })
     }
 
+    /// The body of a transient error (`is_transient: true`, as Meta marks them).
+    pub fn body_transient(&self) -> Value {
+        let mut b = self.body();
+        b["error"]["is_transient"] = json!(true);
+        b
+    }
+
     pub fn short(&self) -> String {
         match self.subcode {
             Some(s) => format!("{} [code {}/{}]", self.message, self.code, s),
@@ -120,6 +128,34 @@ pub(crate) struct Thread {
     pub sent: Vec<SentToUser>,
     /// The Dialogflow session id (a UUID) the integration uses for this user.
     pub session_id: String,
+    /// Everything observed about this thread, in order.
+    pub timeline: Vec<Observation>,
+}
+
+/// Who makes a thread-control or Send API call: decides how it is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// An HTTP Graph API call (the service, or a test's client).
+    Graph,
+    /// The emulated Dialogflow integration (the bot app, in process).
+    Integration,
+    /// A scripted Page Inbox action.
+    Inbox,
+    /// `request_thread_control` on an idle thread.
+    IdleRequest,
+    /// Conversation Routing's `thread_control` on the Send API.
+    SendApi,
+}
+
+impl Via {
+    fn control_label(self) -> &'static str {
+        match self {
+            Via::Graph | Via::Integration => "graph api",
+            Via::Inbox => "page inbox",
+            Via::IdleRequest => "request_thread_control (idle thread)",
+            Via::SendApi => "send api thread_control",
+        }
+    }
 }
 
 /// Everything the emulator knows, behind one mutex.
@@ -136,6 +172,10 @@ pub(crate) struct State {
     /// Bumped on every log entry (never reset), for "wait until quiet".
     pub activity: u64,
     last_ts: i64,
+    /// The last observation's number (global across threads).
+    seq: u64,
+    pub chaos: Chaos,
+    pub dice: Dice,
 }
 
 impl State {
@@ -151,6 +191,94 @@ impl State {
             versions: BTreeSet::new(),
             activity: 0,
             last_ts: 0,
+            seq: 0,
+            chaos: Chaos::default(),
+            dice: Dice::new(0),
+        }
+    }
+
+    /// Appends to the thread's timeline. `at_ms`: Meta's timestamp when there is one, else the
+    /// latest timestamp handed out (or the clock, if later); it never allocates a new one.
+    pub fn observe(&mut self, psid: &str, at_ms: Option<i64>, what: Observed) {
+        self.seq += 1;
+        let seq = self.seq;
+        let at_ms = at_ms.unwrap_or_else(|| self.last_ts.max(now_ms()));
+        self.thread(psid)
+            .timeline
+            .push(Observation { seq, at_ms, what });
+    }
+
+    pub fn note(&mut self, psid: &str, text: impl Into<String>) {
+        self.observe(psid, None, Observed::Note(text.into()));
+    }
+
+    /// The number the next observation will get.
+    fn next_seq(&self) -> u64 {
+        self.seq + 1
+    }
+
+    fn owner_changed(
+        &mut self,
+        psid: &str,
+        at_ms: i64,
+        from: Option<String>,
+        to: Option<String>,
+        by: &str,
+        via: &str,
+    ) {
+        let change = OwnerChange {
+            seq: self.next_seq(),
+            at_ms,
+            from,
+            to,
+            by: by.to_string(),
+            via: via.to_string(),
+        };
+        self.observe(psid, Some(at_ms), Observed::OwnerChanged(change));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn control_applied(
+        &mut self,
+        psid: &str,
+        at_ms: i64,
+        app_id: &str,
+        call: &str,
+        from: Option<String>,
+        to: Option<String>,
+        via: Via,
+    ) {
+        let changed = from != to;
+        let entry = ThreadControlCall {
+            seq: self.next_seq(),
+            at_ms,
+            app_id: app_id.to_string(),
+            call: call.to_string(),
+            from: from.clone(),
+            to: to.clone(),
+            changed,
+            via: via.control_label().to_string(),
+        };
+        self.observe(psid, Some(at_ms), Observed::ThreadControl(entry));
+        if changed {
+            let label = match (via, call) {
+                (Via::Inbox, "take_thread_control") => {
+                    "page inbox: agent reply (take_thread_control)"
+                }
+                (Via::Inbox, _) => "page inbox: done (pass_thread_control)",
+                (Via::IdleRequest, _) => "request_thread_control (idle thread)",
+                (Via::SendApi, _) => "send api thread_control",
+                (_, c) => c,
+            };
+            self.owner_changed(psid, at_ms, from, to, app_id, label);
+        }
+    }
+
+    /// How to name apps in a rendered history.
+    pub fn names(&self) -> Names<'_> {
+        Names {
+            bot: &self.cfg.bot_app_id,
+            companion: &self.cfg.companion_app_id,
         }
     }
 
@@ -243,7 +371,9 @@ impl State {
         let now = now_ms();
         let t = self.threads.get_mut(psid)?;
         if t.owner.is_some() && t.last_user_ms.is_some_and(|last| now - last > DAY_MS) {
-            t.owner = None;
+            let from = t.owner.take();
+            self.owner_changed(psid, now, from, None, "platform", "24-hour expiry");
+            return None;
         }
         t.owner.clone()
     }
@@ -271,19 +401,37 @@ impl State {
     }
 
     /// Marks a user → Page message: routes an idle thread to the default app (the bot).
-    fn user_activity(&mut self, psid: &str) -> String {
+    /// Returns the owner, and whether the thread was idle (the caller records the change with
+    /// the event's timestamp).
+    fn user_activity(&mut self, psid: &str) -> (String, bool) {
         let current = self.owner_of(psid);
         let now = now_ms();
         let bot = self.cfg.bot_app_id.clone();
         let t = self.thread(psid);
         t.last_user_ms = Some(now);
         match current {
-            Some(o) => o,
+            Some(o) => (o, false),
             None => {
                 t.owner = Some(bot.clone());
-                bot
+                (bot, true)
             }
         }
+    }
+
+    fn routed_idle_to_bot(&mut self, psid: &str, at_ms: i64) {
+        let bot = self.cfg.bot_app_id.clone();
+        self.owner_changed(
+            psid,
+            at_ms,
+            None,
+            Some(bot),
+            "user",
+            "user message (idle thread)",
+        );
+    }
+
+    fn event_ts(event: &Value) -> i64 {
+        event.get("timestamp").and_then(Value::as_i64).unwrap_or(0)
     }
 
     /// A user message: the owner gets it on `messaging` (if subscribed to `messages`), every
@@ -294,12 +442,25 @@ impl State {
         text: &str,
         quick_reply_payload: Option<&str>,
     ) -> Vec<Delivery> {
-        let owner = self.user_activity(psid);
+        let (owner, was_idle) = self.user_activity(psid);
         let mut message = json!({ "mid": format!("m_{}", random_hex(12)), "text": text });
         if let Some(p) = quick_reply_payload {
             message["quick_reply"] = json!({ "payload": p });
         }
         let event = self.user_event(psid, "message", message);
+        let ts = Self::event_ts(&event);
+        if was_idle {
+            self.routed_idle_to_bot(psid, ts);
+        }
+        self.observe(
+            psid,
+            Some(ts),
+            Observed::UserMessage {
+                text: text.to_string(),
+                quick_reply_payload: quick_reply_payload.map(String::from),
+                owner: Some(owner.clone()),
+            },
+        );
         let mut out = Vec::new();
         for app in self.webhook_apps() {
             if app == owner {
@@ -327,12 +488,25 @@ impl State {
     /// `messaging` WITH the payload whoever owns the thread; every other app subscribed to
     /// `standby` gets it on `standby` WITHOUT the payload (as Meta documents).
     pub fn user_postback(&mut self, psid: &str, title: &str, payload: &str) -> Vec<Delivery> {
-        self.user_activity(psid);
+        let (owner, was_idle) = self.user_activity(psid);
         let mid = format!("m_{}", random_hex(12));
         let full = self.user_event(
             psid,
             "postback",
             json!({ "mid": mid, "title": title, "payload": payload }),
+        );
+        let ts = Self::event_ts(&full);
+        if was_idle {
+            self.routed_idle_to_bot(psid, ts);
+        }
+        self.observe(
+            psid,
+            Some(ts),
+            Observed::UserPostback {
+                title: title.to_string(),
+                payload: payload.to_string(),
+                owner: Some(owner),
+            },
         );
         let mut bare = full.clone();
         if let Some(pb) = bare.get_mut("postback").and_then(Value::as_object_mut) {
@@ -416,6 +590,7 @@ impl State {
         psid: &str,
         target: &str,
         metadata: &str,
+        via: Via,
     ) -> Result<Vec<Delivery>, GraphError> {
         self.known_user(psid)?;
         if !self.is_known_app(target) {
@@ -442,7 +617,7 @@ impl State {
                 .unwrap_or_else(|| "idle".into()),
             self.app_name(target)
         );
-        Ok(self.handover_deliveries(
+        let deliveries = self.handover_deliveries(
             psid,
             "pass_thread_control",
             json!({
@@ -452,7 +627,18 @@ impl State {
             }),
             Some(target),
             summary,
-        ))
+        );
+        let ts = self.last_ts;
+        self.control_applied(
+            psid,
+            ts,
+            caller,
+            "pass_thread_control",
+            previous,
+            Some(target.to_string()),
+            via,
+        );
+        Ok(deliveries)
     }
 
     /// `take_thread_control`: the caller becomes the owner. The bot app needs the Page's
@@ -462,6 +648,7 @@ impl State {
         caller: &str,
         psid: &str,
         metadata: &str,
+        via: Via,
     ) -> Result<Vec<Delivery>, GraphError> {
         self.known_user(psid)?;
         if caller != PAGE_INBOX_APP_ID
@@ -475,6 +662,17 @@ impl State {
         }
         let previous = self.owner_of(psid);
         if previous.as_deref() == Some(caller) {
+            // Applied, but nothing changes and nobody is told: a redundant application.
+            let at = self.last_ts.max(now_ms());
+            self.control_applied(
+                psid,
+                at,
+                caller,
+                "take_thread_control",
+                previous.clone(),
+                previous,
+                via,
+            );
             return Ok(Vec::new());
         }
         self.thread(psid).owner = Some(caller.to_string());
@@ -486,7 +684,7 @@ impl State {
                 .unwrap_or_else(|| "idle".into()),
             self.app_name(caller)
         );
-        Ok(self.handover_deliveries(
+        let deliveries = self.handover_deliveries(
             psid,
             "take_thread_control",
             json!({
@@ -496,7 +694,18 @@ impl State {
             }),
             previous.as_deref(),
             summary,
-        ))
+        );
+        let ts = self.last_ts;
+        self.control_applied(
+            psid,
+            ts,
+            caller,
+            "take_thread_control",
+            previous,
+            Some(caller.to_string()),
+            via,
+        );
+        Ok(deliveries)
     }
 
     /// `release_thread_control`: the owner makes the thread idle. No webhook.
@@ -506,6 +715,8 @@ impl State {
             None => Ok(()),
             Some(o) if o == caller => {
                 self.thread(psid).owner = None;
+                let at = self.last_ts.max(now_ms());
+                self.owner_changed(psid, at, Some(o), None, caller, "release_thread_control");
                 Ok(())
             }
             Some(_) => Err(GraphError::new(
@@ -527,7 +738,7 @@ impl State {
     ) -> Result<Vec<Delivery>, GraphError> {
         self.known_user(psid)?;
         match self.owner_of(psid) {
-            None => self.pass(caller, psid, caller, metadata),
+            None => self.pass(caller, psid, caller, metadata, Via::IdleRequest),
             Some(o) if o == caller => Err(GraphError::new(
                 100,
                 None,
@@ -600,6 +811,7 @@ impl State {
         caller: &str,
         psid: &str,
         req: &SendRequest,
+        via: Via,
     ) -> Result<(Value, Vec<Delivery>), GraphError> {
         if !self
             .scopes_of(caller)
@@ -744,6 +956,16 @@ impl State {
             }
         }
         let ts = self.next_ts();
+        self.observe(
+            psid,
+            Some(ts),
+            Observed::Sent {
+                from_app_id: caller.to_string(),
+                text: text.clone(),
+                by_integration: via == Via::Integration,
+                mid: mid.clone(),
+            },
+        );
         let event = json!({
             "sender": { "id": self.cfg.page_id },
             "recipient": { "id": psid },
@@ -803,23 +1025,27 @@ mod tests {
         let mut s = state();
         let bot = s.cfg.bot_app_id.clone();
         s.user_message("u1", "hi", None);
-        s.pass(&bot, "u1", PAGE_INBOX_APP_ID, "").unwrap();
+        s.pass(&bot, "u1", PAGE_INBOX_APP_ID, "", Via::Graph)
+            .unwrap();
         let req = SendRequest {
             messaging_type: Some("RESPONSE".into()),
             message: Some(json!({ "text": "x" })),
             ..SendRequest::default()
         };
         assert_eq!(
-            s.send(&bot, "u1", &req).unwrap_err(),
+            s.send(&bot, "u1", &req, Via::Graph).unwrap_err(),
             GraphError::not_owner()
         );
-        assert_eq!(s.pass(&bot, "u1", &bot, "").unwrap_err().code, 10);
-        let d = s.take(&bot, "u1", "").unwrap();
+        assert_eq!(
+            s.pass(&bot, "u1", &bot, "", Via::Graph).unwrap_err().code,
+            10
+        );
+        let d = s.take(&bot, "u1", "", Via::Graph).unwrap();
         assert!(
             d.iter()
                 .any(|d| d.event.get("take_thread_control").is_some())
         );
-        assert!(s.send(&bot, "u1", &req).is_ok());
+        assert!(s.send(&bot, "u1", &req, Via::Graph).is_ok());
     }
 
     #[test]
@@ -834,6 +1060,9 @@ mod tests {
             message: Some(json!({ "text": "x" })),
             ..SendRequest::default()
         };
-        assert_eq!(s.send(&bot, "u1", &req).unwrap_err().subcode, Some(2018278));
+        assert_eq!(
+            s.send(&bot, "u1", &req, Via::Graph).unwrap_err().subcode,
+            Some(2018278)
+        );
     }
 }

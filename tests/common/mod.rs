@@ -1,2 +1,4 @@
 pub mod app;
+pub mod chaos;
 pub mod google;
+pub mod mocks;

@@ -19,7 +19,7 @@ use common::mocks::*;
 #[tokio::test]
 async fn verification_echoes_the_challenge_only_for_the_right_token() {
     let db = TestDb::new(Db::Sqlite).await.unwrap();
-    let graph = graph_mock().await;
+    let (graph, _) = graph_mock().await;
     let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
     let get = |q: String| {
         let client = app.client.clone();
@@ -222,7 +222,9 @@ async fn an_agent_hands_back_with_hash_bot(db: Db) {
         .await;
     app.wait_idle(PSID).await;
     assert_eq!(app.thread(PSID).await.unwrap().state, State::Human);
-    // The bot's own echo is not agent activity and not a hand-back.
+    // The bot's own echo is not agent activity and not a hand-back. (It would prove the bot
+    // has the thread; this one is timestamped right after the pass, so the service asks
+    // thread_owner, which says the inbox.)
     assert_eq!(
         app.deliver(&delivery("echo_from_bot.json")).await.status(),
         200
@@ -239,7 +241,12 @@ async fn an_agent_hands_back_with_hash_bot(db: Db) {
     app.wait_idle(PSID).await;
     assert_eq!(
         w.graph_calls().await,
-        vec!["pass_thread_control", "take_thread_control", "messages"]
+        vec![
+            "pass_thread_control",
+            "thread_owner",
+            "take_thread_control",
+            "messages"
+        ]
     );
     let audit = app.store().transitions(PAGE_ID, PSID).await.unwrap();
     assert!(
@@ -258,6 +265,8 @@ async fn the_inbox_passing_back_needs_no_take(db: Db) {
     };
     let app = TestApp::start(&w.raw).await;
     w.handed_over(&app).await;
+    // The agent marks the conversation done: at Meta the bot has the thread again.
+    w.meta.set(Some(APP_ID));
     assert_eq!(
         app.deliver(&delivery("pass_to_us.json")).await.status(),
         200
@@ -265,9 +274,11 @@ async fn the_inbox_passing_back_needs_no_take(db: Db) {
     app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
         .await;
     app.wait_idle(PSID).await;
+    // Done came within a second of the pass, closer than clocks can be trusted: the service
+    // asked thread_owner before acting. No take.
     assert_eq!(
         w.graph_calls().await,
-        vec!["pass_thread_control", "messages"]
+        vec!["pass_thread_control", "thread_owner", "messages"]
     );
     assert_eq!(w.df_calls().await.len(), 3, "contexts synced");
     app.stop().await;

@@ -176,10 +176,9 @@ impl Decision {
         self.thread.epoch
     }
 
-    fn check_owner(&mut self, cause: impl Into<String>) {
-        self.job(NewJob::now(JobPayload::CheckOwner {
-            why: CheckWhy::Doubt,
-        }));
+    fn check_owner(&mut self, why: CheckWhy, cause: impl Into<String>) {
+        self.job(NewJob::now(JobPayload::CheckOwner { why }));
+        self.thread.owner_in_doubt = true;
         self.cause = Some(cause.into());
     }
 }
@@ -277,6 +276,8 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
             d.thread.last_user_msg_at = Some(now);
             if thread.state == State::Passing {
                 // One pass is already queued; a repeated request does not queue another.
+                // (In HUMAN a new pass is queued: the belief may be stale, and if the inbox
+                // does have the thread, Meta refuses the pass with 2018300 and nothing moves.)
                 return d;
             }
             let delay = policy.pass_delay_ms;
@@ -312,8 +313,9 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
                     );
                 }
                 State::Bot => {
-                    // Already back: only a welcome still owed for this return is given.
-                    if thread.notified_epoch < thread.epoch && thread.pending_welcome.is_some() {
+                    // Already back: only a welcome still owed for this return is given, here
+                    // (the queued or kept one is then skipped).
+                    if thread.notified_epoch < thread.epoch {
                         d.thread.pending_welcome = None;
                         d.thread.notified_epoch = thread.epoch;
                         d.welcome_in_band = true;
@@ -321,8 +323,10 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
                     }
                 }
                 State::Human | State::Idle => {
-                    // The integration cannot deliver this fulfillment's answer (the bot is not
-                    // the owner yet), so after the take the service syncs and welcomes.
+                    // Only a postback of the bot's own button reaches Dialogflow while another
+                    // app owns the thread. The take waits HANDOVER_PASS_DELAY_MS, so the
+                    // integration's own reply is refused while the inbox still owns the thread
+                    // and the service's welcome after the take is the only one.
                     start_take(
                         &mut d,
                         policy,
@@ -483,7 +487,8 @@ fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy, now: i64) 
         }
         EventKind::Echo { app_id, text, .. } => {
             if app_id.as_deref() == Some(policy.app_id.as_str()) {
-                return; // the bot's own message
+                bot_echo(d, span, policy, now);
+                return;
             }
             d.thread.last_agent_msg_at = Some(ts.max(d.thread.last_agent_msg_at.unwrap_or(0)));
             observe(
@@ -517,13 +522,13 @@ fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy, now: i64) 
         }
         EventKind::PassThreadControl {
             new_owner_app_id,
-            previous_owner_app_id,
             metadata,
+            ..
         }
         | EventKind::TakeThreadControl {
             new_owner_app_id,
-            previous_owner_app_id,
             metadata,
+            ..
         } => {
             let verb = event.kind.name();
             let is_pass = matches!(event.kind, EventKind::PassThreadControl { .. });
@@ -557,10 +562,7 @@ fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy, now: i64) 
                     new_owner_app_id.as_deref().unwrap_or("?")
                 ),
             };
-            // Control moved from the app the service believes owns the thread: the next step
-            // from the state, not a stale one, even when the clocks cannot tell.
-            let next_step = continues_from(&d.thread, previous_owner_app_id.as_deref(), policy);
-            observe_move(d, seen, span, next_step, policy, now, cause);
+            observe(d, seen, span, policy, now, cause);
         }
         EventKind::RequestThreadControl {
             requested_owner_app_id,
@@ -568,9 +570,11 @@ fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy, now: i64) 
         } => {
             let by_target =
                 requested_owner_app_id.as_deref() == Some(policy.target_app_id.as_str());
+            // Only a request known to be newer than the state: a late one must not undo a
+            // return the user asked for since.
             if by_target
                 && matches!(d.thread.state, State::Bot | State::Idle | State::Returning)
-                && span.age(&d.thread) != Age::Older
+                && span.age(&d.thread) == Age::Newer
             {
                 start_pass(
                     d,
@@ -618,7 +622,9 @@ fn our_call_event(
             now,
             "pass_thread_control: our pass reached the inbox",
         ),
-        (true, State::Bot) if !current => take_back_superseded_pass(d, policy, now),
+        (true, State::Bot) if cancelled_by_return(&d.thread, epoch) => {
+            take_back_superseded_pass(d, policy, now)
+        }
         (false, State::Returning) if current => became_bot(
             d,
             span.at(),
@@ -629,6 +635,44 @@ fn our_call_event(
         // The event of a call whose outcome was already recorded, or of moot work.
         _ => {}
     }
+}
+
+/// The bot app sent a message, so it owned the thread then (Meta refuses a non-owner's send).
+/// Only worth storing while the service believes another app has the thread: then a return it
+/// missed (a lost "Done", an expired inbox thread) is corrected, quietly (the bot is already
+/// talking with the user: no sync, no welcome).
+fn bot_echo(d: &mut Decision, span: Span, policy: &Policy, now: i64) {
+    match (d.thread.state, span.age(&d.thread)) {
+        (_, Age::Older) | (State::Bot | State::Passing, _) => {}
+        (State::Returning, _) => became_bot(
+            d,
+            span.at(),
+            policy,
+            now,
+            "the bot sent a message: our take succeeded",
+        ),
+        (State::Human | State::Idle, Age::Unsure) => d.check_owner(
+            CheckWhy::Doubt,
+            "the bot sent a message around the time another app got the thread",
+        ),
+        (State::Human | State::Idle, Age::Newer) => correct_to_bot(
+            d,
+            span.at(),
+            policy,
+            now,
+            "the bot sent a message, so it owns the thread (corrected; no sync, no welcome)",
+        ),
+    }
+}
+
+/// The bot has had the thread for a while without the service noticing: the state is
+/// corrected, and nothing is reset or said.
+fn correct_to_bot(d: &mut Decision, at: i64, policy: &Policy, now: i64, cause: &str) {
+    d.thread.owner_app_id = Some(policy.app_id.clone());
+    d.thread.human_since = None;
+    d.thread.return_reason = None;
+    d.cancel.extend(["pass", "take"]);
+    d.to(State::Bot, at, now, policy, cause);
 }
 
 /// A `standby` delivery to the bot app: another app owned the thread when the user wrote.
@@ -649,38 +693,12 @@ fn observe_standby(d: &mut Decision, span: Span, policy: &Policy, now: i64) {
     );
 }
 
-/// Whether a move of control away from `previous` starts where the service believes the
-/// thread is.
-fn continues_from(thread: &Thread, previous: Option<&str>, policy: &Policy) -> bool {
-    match (thread.state, previous) {
-        (State::Bot | State::Passing, Some(prev)) => prev == policy.app_id,
-        (State::Human | State::Returning, Some(prev)) => {
-            prev != policy.app_id && thread.owner_app_id.as_deref().is_none_or(|o| o == prev)
-        }
-        (State::Idle, None) => true,
-        _ => false,
-    }
-}
-
 /// Applies a fact about the owner, by its time: newer facts change the state, older ones do
 /// not overturn it, and a contradicting fact that cannot be placed is checked.
 fn observe(
     d: &mut Decision,
     seen: Seen,
     span: Span,
-    policy: &Policy,
-    now: i64,
-    cause: impl Into<String>,
-) {
-    observe_move(d, seen, span, false, policy, now, cause);
-}
-
-/// `observe`, for a move of control that may be known to be the next step from the state.
-fn observe_move(
-    d: &mut Decision,
-    seen: Seen,
-    span: Span,
-    next_step: bool,
     policy: &Policy,
     now: i64,
     cause: impl Into<String>,
@@ -701,19 +719,22 @@ fn observe_move(
         }
         return;
     }
-    // Progress of what the service is doing anyway may be applied when it cannot be placed.
-    let progress = matches!(
-        (&seen, state),
-        (Seen::Other { .. }, State::Passing) | (Seen::Us, State::Returning)
-    );
     match age {
         Age::Older => {}
-        Age::Unsure if !progress && !next_step => {
+        Age::Unsure => {
+            // Handed back to us (a "Done" or a take naming us): if Meta confirms, it is a
+            // return like any other; any other doubt only corrects the state.
+            let why = if seen == Seen::Us {
+                CheckWhy::HandedBack
+            } else {
+                CheckWhy::Doubt
+            };
             d.check_owner(
+                why,
                 "a fact that contradicts the state and cannot be placed: asking thread_owner",
             );
         }
-        Age::Newer | Age::Unsure => match seen {
+        Age::Newer => match seen {
             Seen::Us => became_bot(d, span.at(), policy, now, cause),
             Seen::Other { app, .. } => enter_human(d, app, span.at(), policy, now, cause),
             Seen::Nobody => {
@@ -738,7 +759,7 @@ fn pass_done(d: &mut Decision, call: &CallOutcome, policy: &Policy, now: i64) {
             now,
             "pass_thread_control succeeded",
         ),
-        Ok(()) if !current && d.thread.state == State::Bot => {
+        Ok(()) if cancelled_by_return(&d.thread, call.epoch) => {
             take_back_superseded_pass(d, policy, now)
         }
         Ok(()) => {}
@@ -795,6 +816,15 @@ fn take_done(d: &mut Decision, call: &CallOutcome, policy: &Policy, now: i64) {
 }
 
 fn owner_checked(d: &mut Decision, check: &OwnerCheck, policy: &Policy, now: i64) {
+    // Meta answered: a message held back by the doubt may go out, to the right owner.
+    let was_in_doubt = std::mem::replace(&mut d.thread.owner_in_doubt, false);
+    on_owner_checked(d, check, policy, now);
+    if was_in_doubt {
+        send_kept_welcome(d);
+    }
+}
+
+fn on_owner_checked(d: &mut Decision, check: &OwnerCheck, policy: &Policy, now: i64) {
     let seen = match &check.owner {
         Owner::App(app) if *app == policy.app_id => Seen::Us,
         Owner::App(app) => Seen::Other {
@@ -825,11 +855,18 @@ fn owner_checked(d: &mut Decision, check: &OwnerCheck, policy: &Policy, now: i64
         }
         return;
     }
-    if check.why == CheckWhy::Doubt {
+    if matches!(check.why, CheckWhy::Doubt | CheckWhy::HandedBack) {
+        let cause = "thread_owner answered a doubt";
         match (&seen, state) {
             // The call that is under way settles these.
             (Seen::Us, State::Passing) | (Seen::Other { .. }, State::Returning) => {}
-            _ => observe(d, seen, span, policy, now, "thread_owner answered a doubt"),
+            // The bot has the thread: a hand-back that could not be placed was real (a return
+            // like any other); otherwise the belief was wrong and is only corrected.
+            (Seen::Us, State::Human | State::Idle) if check.why == CheckWhy::Doubt => {
+                correct_to_bot(d, span.at(), policy, now, cause)
+            }
+            (Seen::Us, _) => became_bot(d, span.at(), policy, now, cause),
+            _ => observe(d, seen, span, policy, now, cause),
         }
         return;
     }
@@ -848,14 +885,11 @@ fn owner_checked(d: &mut Decision, check: &OwnerCheck, policy: &Policy, now: i64
         (Seen::Us, State::Human | State::Idle) => {
             // Handed back without a word some time ago; the conversation with the bot may
             // have moved on, so the state is corrected and nothing is reset or said.
-            d.thread.owner_app_id = Some(policy.app_id.clone());
-            d.thread.human_since = None;
-            d.thread.return_reason = None;
-            d.to(
-                State::Bot,
+            correct_to_bot(
+                d,
                 span.at(),
-                now,
                 policy,
+                now,
                 "thread_owner: the bot owns the thread (corrected; no sync, no welcome)",
             );
         }
@@ -907,10 +941,13 @@ fn send_kept_welcome(d: &mut Decision) {
             welcome: kind,
             epoch,
         }));
-        d.cause = Some("the user wrote again: sending the kept message".into());
+        if d.cause.is_none() {
+            d.cause = Some("sending the kept message".into());
+        }
     }
 }
 
+/// The user asked for the bot: a message or button, on `standby` or not.
 fn user_asks_for_bot(
     d: &mut Decision,
     span: Span,
@@ -923,7 +960,10 @@ fn user_asks_for_bot(
         return; // asked before the thread got where it is now
     }
     let at = span.at();
-    if standby && !policy.standby_means_not_bot && d.thread.state == State::Bot {
+    if standby
+        && !policy.standby_means_not_bot
+        && matches!(d.thread.state, State::Bot | State::Passing)
+    {
         // The companion hears every user message on standby: only Meta can say whether the
         // inbox has the thread (taken directly, or before this service was deployed).
         d.job(NewJob::now(JobPayload::CheckOwner {
@@ -936,10 +976,12 @@ fn user_asks_for_bot(
     }
     match d.thread.state {
         State::Passing => {
-            // The pass has not run yet: cancel it; the bot still owns the thread.
+            // The pass has not run yet: cancel it; the bot still owns the thread. (The return
+            // reason marks a BOT reached by cancelling a pass: if that pass was already in
+            // flight and lands, the thread is taken back.)
             let epoch = d.new_epoch();
             d.cancel.push("pass");
-            d.thread.return_reason = None;
+            d.thread.return_reason = Some(ReturnReason::User);
             d.thread.pending_welcome = None;
             d.job(NewJob::now(JobPayload::SendWelcome {
                 welcome: WelcomeKind::WelcomeBack,
@@ -972,7 +1014,10 @@ fn start_pass(d: &mut Decision, policy: &Policy, at: i64, now: i64, delay_ms: i6
     d.to(State::Passing, at, now, policy, cause);
 }
 
-/// A new return that needs a take.
+/// A new return that needs a take. The take waits `HANDOVER_PASS_DELAY_MS`: a reply the
+/// integration makes to the same request meanwhile (a tap on the bot's button reaches it too)
+/// is refused while another app still has the thread, so the service's welcome after the take
+/// is the only one.
 fn start_take(
     d: &mut Decision,
     policy: &Policy,
@@ -989,8 +1034,14 @@ fn start_take(
     // A stay in HUMAN that this very decision began and ended needs no idle timer.
     d.jobs
         .retain(|j| !matches!(j.payload, JobPayload::IdleCheck { .. }));
-    d.job(NewJob::now(take_job(cause, epoch)));
+    d.job(NewJob::after(take_job(cause, epoch), policy.pass_delay_ms));
     d.to(State::Returning, at, now, policy, cause.to_owned());
+}
+
+/// The thread is `BOT` because the return right after the handover of `pass_epoch` cancelled
+/// its pass (no take since): a pass of that handover that lands now must be undone.
+fn cancelled_by_return(thread: &Thread, pass_epoch: i64) -> bool {
+    thread.state == State::Bot && thread.return_reason.is_some() && pass_epoch + 1 == thread.epoch
 }
 
 /// Our pass landed after a return made it moot: take the thread back, for that return.
@@ -1141,6 +1192,9 @@ pub fn welcome_plan(thread: &Thread, epoch: i64, now: i64) -> WelcomePlan {
     }
     if thread.state != State::Bot {
         return WelcomePlan::Defer("the bot does not own the thread");
+    }
+    if thread.owner_in_doubt {
+        return WelcomePlan::Defer("thread_owner is being asked who owns the thread");
     }
     match thread.last_user_msg_at {
         Some(at) if now - at < DAY_MS => WelcomePlan::Send,

@@ -108,6 +108,9 @@ pub struct Thread {
     /// times it asked without the state changing (its backoff).
     pub next_check_at: Option<i64>,
     pub checks: i64,
+    /// A fact contradicted the state and `thread_owner` is being asked: nothing is sent to
+    /// the user until it answers.
+    pub owner_in_doubt: bool,
 }
 
 impl Thread {
@@ -132,6 +135,7 @@ impl Thread {
             notified_epoch: 0,
             next_check_at: None,
             checks: 0,
+            owner_in_doubt: false,
         }
     }
 

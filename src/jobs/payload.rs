@@ -41,6 +41,9 @@ pub enum CheckWhy {
     Stuck,
     /// A fact arrived that contradicts the state and cannot be placed before or after it.
     Doubt,
+    /// The same, for a hand-back to the bot (a "Done" or a take naming it): if Meta confirms
+    /// the bot has the thread, it is a return (sync and welcome), not a mere correction.
+    HandedBack,
     /// The user asked for the bot on `standby` while the service believed the bot had the
     /// thread (companion mode cannot tell from the delivery): take it if another app has it.
     UserAsked,

@@ -232,9 +232,10 @@ async fn return_to_bot(
             );
         }
     }
-    // The welcome is in this answer only when the integration can deliver it (the bot owns
-    // the thread) and it is this return's first; otherwise the service welcomes after the
-    // take, and this answer carries only the intent's own response.
+    // The welcome (the intent's own text, or WELCOME_BACK_MESSAGE) is in this answer only when
+    // the integration can deliver it (the bot owns the thread) and it is this return's first;
+    // otherwise the service welcomes after the take, and this answer carries only the
+    // intent's own response (refused by Meta while another app has the thread).
     let mut response = if decision.welcome_in_band {
         own_or(request, &svc.settings.welcome_back_message)
     } else {

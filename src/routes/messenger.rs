@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use super::json_error;
 use crate::app::Services;
+use crate::handover::State;
 use crate::messenger::events::{DeliveryError, EventKind, parse_delivery};
 use crate::messenger::signature::{self, SignatureError};
 use crate::time::now_ms;
@@ -89,13 +90,27 @@ pub async fn receive(
         }
     };
     let total = events.len();
-    // Reads, deliveries and the bot's own echoes never change a conversation: not stored.
+    // Reads and deliveries never change a conversation: not stored. The bot's own echoes only
+    // matter while the service believes another app has the thread (they prove the bot has it
+    // back); otherwise they are dropped without a write.
     let app_id = svc.settings.fb_app_id.as_str();
-    let relevant: Vec<_> = events
-        .into_iter()
-        .filter(|e| e.kind.is_relevant())
-        .filter(|e| !matches!(&e.kind, EventKind::Echo { app_id: Some(a), .. } if a == app_id))
-        .collect();
+    let mut relevant = Vec::with_capacity(events.len());
+    for e in events.into_iter().filter(|e| e.kind.is_relevant()) {
+        if matches!(&e.kind, EventKind::Echo { app_id: Some(a), .. } if a == app_id) {
+            match svc.store.thread_state(&e.page_id, &e.psid).await {
+                Ok(Some(State::Human | State::Returning | State::Idle)) => {}
+                Ok(_) => continue,
+                Err(err) => {
+                    error!(error = %err, "could not read a thread; Meta will retry the delivery");
+                    return json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the store is not available; retry later",
+                    );
+                }
+            }
+        }
+        relevant.push(e);
+    }
     let ignored = total - relevant.len();
     match svc.store.ingest(&relevant, now_ms()).await {
         Ok(report) => {

@@ -18,7 +18,7 @@ pub struct TransitionRow {
 
 const THREAD_COLUMNS: &str = "page_id, psid, state, owner_app_id, session, snapshot, \
      last_user_msg_at, last_agent_msg_at, pending_welcome, return_reason, human_since, \
-     last_error, state_since, state_at, epoch, notified_epoch, next_check_at, checks";
+     last_error, state_since, state_at, epoch, notified_epoch, next_check_at, checks, owner_in_doubt";
 
 fn thread_from_row(row: &AnyRow) -> Result<Thread, StoreError> {
     let state: String = row.try_get("state")?;
@@ -48,6 +48,7 @@ fn thread_from_row(row: &AnyRow) -> Result<Thread, StoreError> {
         notified_epoch: row.try_get("notified_epoch")?,
         next_check_at: row.try_get("next_check_at")?,
         checks: row.try_get("checks")?,
+        owner_in_doubt: row.try_get::<i64, _>("owner_in_doubt")? != 0,
     })
 }
 
@@ -62,6 +63,21 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(thread_from_row).transpose()
+    }
+
+    /// Just the state of a thread, if the service has seen it (a cheap read).
+    pub async fn thread_state(
+        &self,
+        page_id: &str,
+        psid: &str,
+    ) -> Result<Option<State>, StoreError> {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM threads WHERE page_id = $1 AND psid = $2")
+                .bind(page_id)
+                .bind(psid)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(state.as_deref().and_then(State::parse))
     }
 
     pub async fn transitions(
@@ -176,7 +192,8 @@ impl Store {
                  last_user_msg_at = $7, last_agent_msg_at = $8, pending_welcome = $9, \
                  return_reason = $10, human_since = $11, last_error = $12, state_since = $13, \
                  updated_at = $14, state_at = $15, epoch = $16, notified_epoch = $17, \
-                 next_check_at = $18, checks = $19 WHERE page_id = $1 AND psid = $2",
+                 next_check_at = $18, checks = $19, owner_in_doubt = $20 \
+                 WHERE page_id = $1 AND psid = $2",
             )
             .bind(page_id)
             .bind(psid)
@@ -197,6 +214,7 @@ impl Store {
             .bind(t.notified_epoch)
             .bind(t.next_check_at)
             .bind(t.checks)
+            .bind(i64::from(t.owner_in_doubt))
             .execute(&mut **tx)
             .await?;
         }

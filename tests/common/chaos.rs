@@ -312,9 +312,13 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
     let mut came_back = false;
     let mut handover_asked = false;
     let mut cancelled = false;
+    let mut asked_again = false;
+    // Who owns the thread as the timeline goes.
+    let mut owner: Option<String> = None;
     for o in timeline {
         match &o.what {
             Observed::OwnerChanged(c) => {
+                owner = c.to.clone();
                 let from_bot = c.from.as_deref() == Some(model.bot.as_str());
                 let to_bot = c.to.as_deref() == Some(model.bot.as_str());
                 if from_bot && !to_bot {
@@ -328,10 +332,19 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
             Observed::Intent { action, .. } if action == "input.handover" => {
                 handover_asked = true;
             }
+            // The user asked for the bot again while the bot had the thread: Dialogflow's own
+            // answer to that request is not a second welcome of one return.
+            Observed::Intent { action, .. }
+                if action == "input.return_to_bot"
+                    && owner.as_deref() == Some(model.bot.as_str()) =>
+            {
+                asked_again = true;
+            }
             w if model.is_welcome(w) => {
                 if let Some(prev) = last_welcome
                     && !(went_away && came_back)
                     && !cancelled
+                    && !asked_again
                 {
                     out.push(violation(
                         ONE_WELCOME,
@@ -346,6 +359,7 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
                 came_back = false;
                 handover_asked = false;
                 cancelled = false;
+                asked_again = false;
             }
             other => {
                 if handover_asked && model.is_user_return_request(other) {

@@ -5,8 +5,10 @@
 use messenger_handover::config::RawSettings;
 use messenger_handover::handover::State;
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
 use wiremock::matchers::{header, method, path, path_regex};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use super::app::*;
 use super::google::write_service_account_key;
@@ -35,11 +37,65 @@ pub fn delivery(name: &str) -> String {
     v.to_string()
 }
 
-pub async fn graph_mock() -> MockServer {
+/// Who owns the thread at the mock Meta: moved by the pass and take calls the mock receives,
+/// set by a test when it delivers an event of someone else's move (the inbox's "Done").
+#[derive(Clone, Debug, Default)]
+pub struct MetaOwner(Arc<Mutex<Option<String>>>);
+
+impl MetaOwner {
+    pub fn set(&self, app: Option<&str>) {
+        *self.0.lock().unwrap() = app.map(str::to_owned);
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Pass and take succeed and move [`MetaOwner`].
+struct ThreadControl(MetaOwner);
+
+impl Respond for ThreadControl {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if request.url.path().ends_with("/take_thread_control") {
+            self.0.set(Some(APP_ID));
+        } else if let Ok(body) = serde_json::from_slice::<Value>(&request.body) {
+            let target = match &body["target_app_id"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            self.0.set(target.as_deref());
+        }
+        ResponseTemplate::new(200).set_body_json(json!({"success": true}))
+    }
+}
+
+/// `thread_owner` answers what [`MetaOwner`] says.
+struct ThreadOwner(MetaOwner);
+
+impl Respond for ThreadOwner {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        owner_is(self.0.get().as_deref())
+    }
+}
+
+/// A Graph API where pass, take and the Send API succeed, and `thread_owner` follows them.
+/// A test's own mocks win over these (they have a lower priority).
+pub async fn graph_mock() -> (MockServer, MetaOwner) {
     let graph = MockServer::start().await;
+    let owner = MetaOwner::default();
+    owner.set(Some(APP_ID));
     Mock::given(method("POST"))
         .and(path_regex(r"/(pass|take)_thread_control$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .respond_with(ThreadControl(owner.clone()))
+        .with_priority(10)
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/thread_owner$"))
+        .respond_with(ThreadOwner(owner.clone()))
+        .with_priority(10)
         .mount(&graph)
         .await;
     Mock::given(method("POST"))
@@ -48,9 +104,10 @@ pub async fn graph_mock() -> MockServer {
             ResponseTemplate::new(200)
                 .set_body_json(json!({"recipient_id": PSID, "message_id": "m_welcome"})),
         )
+        .with_priority(10)
         .mount(&graph)
         .await;
-    graph
+    (graph, owner)
 }
 
 /// Dialogflow API + OAuth token endpoint. The session holds these contexts.
@@ -97,6 +154,8 @@ pub async fn dialogflow_mock() -> MockServer {
 pub struct World {
     pub db: TestDb,
     pub graph: MockServer,
+    /// Who owns the thread at the mock Meta.
+    pub meta: MetaOwner,
     pub df: MockServer,
     pub raw: RawSettings,
 }
@@ -104,14 +163,20 @@ pub struct World {
 impl World {
     pub async fn new(db: Db) -> Option<World> {
         let db = TestDb::new(db).await?;
-        let graph = graph_mock().await;
+        let (graph, meta) = graph_mock().await;
         let df = dialogflow_mock().await;
         let key = write_service_account_key(&db.dir(), &format!("{}/token", df.uri()));
         let mut raw = base_settings(&db.url, &graph.uri());
         raw.set("DIALOGFLOW_PROJECT_ID", "handover-demo-4f2a1");
         raw.set("DIALOGFLOW_API_BASE", df.uri());
         raw.set("GOOGLE_APPLICATION_CREDENTIALS", key.display().to_string());
-        Some(World { db, graph, df, raw })
+        Some(World {
+            db,
+            graph,
+            meta,
+            df,
+            raw,
+        })
     }
 
     /// Fulfillment handover, then wait until the pass went through.

@@ -244,6 +244,11 @@ fn jobs(d: &Decision) -> Vec<String> {
     d.jobs.iter().map(describe).collect()
 }
 
+/// A take of a return: it waits `HANDOVER_PASS_DELAY_MS` (see `start_take`).
+fn take_soon() -> String {
+    format!("take @{PASS_DELAY}")
+}
+
 fn take_now() -> String {
     "take @0".to_owned()
 }
@@ -453,7 +458,7 @@ fn return_by_fulfillment_while_human_takes_then_syncs_and_welcomes() {
         },
     );
     assert_moved(&d, &before, State::Returning);
-    assert_eq!(jobs(&d), vec![take_now()]);
+    assert_eq!(jobs(&d), vec![format!("take @{PASS_DELAY}")]);
     assert!(!d.welcome_in_band, "the service welcomes after the take");
     assert_eq!(d.thread.return_reason, Some(ReturnReason::User));
 
@@ -479,13 +484,14 @@ fn return_by_fulfillment_while_idle_takes() {
         },
     );
     assert_moved(&d, &before, State::Returning);
-    assert_eq!(jobs(&d), vec![take_now()]);
+    assert_eq!(jobs(&d), vec![format!("take @{PASS_DELAY}")]);
 }
 
 #[test]
 fn return_by_fulfillment_while_bot_or_returning_only_cancels_a_stray_pass() {
     for state in [State::Bot, State::Returning] {
-        let before = thread(state);
+        let mut before = thread(state);
+        before.notified_epoch = before.epoch; // the return was already welcomed
         let d = run(
             &before,
             Input::ReturnByFulfillment {
@@ -510,7 +516,7 @@ fn standby_back_to_bot_while_human_returns_then_syncs_and_welcomes() {
     let e = standby("Back to bot!");
     let d = on(&before, &e);
     assert_moved(&d, &before, State::Returning);
-    assert_eq!(jobs(&d), vec![take_now()]);
+    assert_eq!(jobs(&d), vec![take_soon()]);
     assert_eq!(d.thread.return_reason, Some(ReturnReason::User));
     assert_eq!(d.thread.last_user_msg_at, Some(EVENT_TS));
 
@@ -538,7 +544,7 @@ fn return_phrases_ignore_case_accents_punctuation_and_spaces() {
         let before = thread(State::Human);
         let d = on(&before, &standby(text));
         assert_eq!(d.thread.state, State::Returning, "{text:?}");
-        assert_eq!(jobs(&d), vec![take_now()], "{text:?}");
+        assert_eq!(jobs(&d), vec![take_soon()], "{text:?}");
     }
 }
 
@@ -569,12 +575,12 @@ fn standby_back_to_bot_while_bot_takes_the_thread() {
     let before = thread(State::Bot);
     let d = on(&before, &standby("Back to bot!"));
     assert_moved(&d, &before, State::Returning);
-    assert_eq!(jobs(&d), vec![take_now()]);
+    assert_eq!(jobs(&d), vec![take_soon()]);
     // A thread never seen before, too.
     let never = Thread::new(PAGE, USER, NOW);
     let d = on(&never, &standby("back to bot"));
     assert_eq!(d.thread.state, State::Returning);
-    assert_eq!(jobs(&d), vec![take_now()]);
+    assert_eq!(jobs(&d), vec![take_soon()]);
 }
 
 #[test]
@@ -589,7 +595,7 @@ fn back_to_bot_while_idle_takes() {
     let before = thread(State::Idle);
     let d = on(&before, &standby("back to bot"));
     assert_moved(&d, &before, State::Returning);
-    assert_eq!(jobs(&d), vec![take_now()]);
+    assert_eq!(jobs(&d), vec![take_soon()]);
     assert_eq!(d.thread.return_reason, Some(ReturnReason::User));
 }
 
@@ -621,7 +627,7 @@ fn back_to_bot_postback_on_either_channel_returns() {
         let before = thread(State::Human);
         let d = on(&before, &postback(channel, "BACK_TO_BOT"));
         assert_moved(&d, &before, State::Returning);
-        assert_eq!(jobs(&d), vec![take_now()], "{channel:?}");
+        assert_eq!(jobs(&d), vec![take_soon()], "{channel:?}");
         assert_eq!(d.thread.return_reason, Some(ReturnReason::User));
         assert_eq!(d.thread.last_user_msg_at, Some(EVENT_TS));
     }
@@ -911,7 +917,7 @@ fn agent_hash_bot_hands_the_thread_back() {
         let before = thread(State::Human);
         let d = on(&before, &echo(Some(INBOX), text));
         assert_moved(&d, &before, State::Returning);
-        assert_eq!(jobs(&d), vec![take_now()], "{text:?}");
+        assert_eq!(jobs(&d), vec![take_soon()], "{text:?}");
         assert!(d.cancel.contains(&"pass"));
         assert_eq!(d.thread.return_reason, Some(ReturnReason::Agent));
         assert_eq!(d.thread.last_agent_msg_at, Some(EVENT_TS));
@@ -936,8 +942,9 @@ fn agent_text_that_is_not_exactly_a_phrase_does_not_hand_back() {
 }
 
 #[test]
-fn echo_of_our_own_app_is_ignored() {
-    for state in ALL_STATES {
+fn echo_of_our_own_app_proves_the_bot_has_the_thread() {
+    // Never a command, and no news while the bot is believed to have the thread.
+    for state in [State::Bot, State::Passing] {
         for text in ["#bot", "Welcome back!"] {
             let before = thread(state);
             let d = on(&before, &echo(Some(APP), text));
@@ -946,6 +953,21 @@ fn echo_of_our_own_app_is_ignored() {
             assert_eq!(d.cause, None);
         }
     }
+    // A return the service missed (a lost "Done"): corrected quietly.
+    for state in [State::Human, State::Idle] {
+        let before = thread(state);
+        let d = on(&before, &echo(Some(APP), "#bot"));
+        assert_moved(&d, &before, State::Bot);
+        assert!(d.jobs.is_empty(), "{:?}", jobs(&d));
+    }
+    // Our take landed.
+    let before = thread(State::Returning);
+    let d = on(&before, &echo(Some(APP), "Order A-1042 is on its way."));
+    assert_moved(&d, &before, State::Bot);
+    assert_eq!(
+        jobs(&d),
+        vec![sync_now(), welcome_now(WelcomeKind::WelcomeBack)]
+    );
 }
 
 #[test]
@@ -965,7 +987,7 @@ fn agent_echo_while_bot_is_evidence_and_hash_bot_then_takes() {
     assert_eq!(d.thread.owner_app_id.as_deref(), Some(INBOX));
     let d = on(&before, &echo(Some(INBOX), "#bot"));
     assert_moved(&d, &before, State::Returning);
-    assert_eq!(jobs(&d), vec![take_now()]);
+    assert_eq!(jobs(&d), vec![take_soon()]);
     assert_eq!(d.thread.return_reason, Some(ReturnReason::Agent));
 }
 
@@ -1125,7 +1147,7 @@ fn idle_check_when_due_takes_back_with_the_timeout_text() {
     assert_eq!(d.thread.state, State::Returning);
     assert_eq!(d.thread.state_since, now);
     assert!(d.cause.is_some());
-    assert_eq!(jobs(&d), vec![take_now()]);
+    assert_eq!(jobs(&d), vec![take_soon()]);
     assert_eq!(d.thread.return_reason, Some(ReturnReason::AgentTimeout));
 
     let d2 = run_with(
@@ -1979,6 +2001,7 @@ fn our_own_events_are_placed_by_their_epoch() {
     // A pass of a handover that a return made moot lands: taken back.
     let mut bot = thread(State::Bot);
     bot.epoch = 2;
+    bot.return_reason = Some(ReturnReason::User);
     let d = on(&bot, &our_event(true, 1, INBOX, NOW));
     assert_moved(&d, &bot, State::Returning);
     assert_eq!(jobs(&d), vec![take_now()]);
@@ -2032,17 +2055,51 @@ fn an_unplaceable_contradicting_fact_is_checked_with_thread_owner() {
 }
 
 #[test]
-fn a_move_from_the_believed_owner_is_the_next_step_whatever_the_clocks() {
-    // HUMAN (the inbox) since T0; the inbox's "Done" timestamped within the skew before.
+fn our_pass_of_an_earlier_handover_is_not_undone_after_a_take() {
+    // Handover 1 passed, return 2 took the thread back: the late event of pass 1 is old news.
+    let mut bot = thread(State::Bot);
+    bot.epoch = 2;
+    bot.return_reason = None;
+    let d = on(&bot, &our_event(true, 1, INBOX, NOW));
+    assert_quiet(&d, &bot);
+    let mut call = done(&bot, Ok(()));
+    call.epoch = 1;
+    assert_quiet(&run(&bot, Input::PassDone(call)), &bot);
+}
+
+#[test]
+fn a_done_that_cannot_be_placed_is_checked() {
+    // HUMAN since T0; a "Done" timestamped within the skew before: it may predate the pass
+    // that gave the inbox the thread, so thread_owner decides.
     let human = thread(State::Human);
     let mut done_event = pass_event(Some(APP));
     done_event.timestamp_ms = T0 - CLOCK_SKEW_MS / 2;
     let d = on(&human, &done_event);
-    assert_moved(&d, &human, State::Bot);
+    assert_eq!(d.thread.state, State::Human);
     assert_eq!(
-        jobs(&d),
+        d.jobs.iter().map(|j| &j.payload).collect::<Vec<_>>(),
+        vec![&JobPayload::CheckOwner {
+            why: CheckWhy::HandedBack
+        }]
+    );
+    // Meta confirms: a return like any other, with sync and welcome.
+    let answer = |why| {
+        Input::OwnerChecked(OwnerCheck {
+            owner: Owner::App(APP.into()),
+            why,
+            started_at: NOW - 50,
+        })
+    };
+    let back = run(&d.thread, answer(CheckWhy::HandedBack));
+    assert_eq!(back.thread.state, State::Bot);
+    assert_eq!(
+        jobs(&back),
         vec![sync_now(), welcome_now(WelcomeKind::WelcomeBack)]
     );
+    // Any other doubt that finds the bot with the thread only corrects the belief.
+    let corrected = run(&d.thread, answer(CheckWhy::Doubt));
+    assert_eq!(corrected.thread.state, State::Bot);
+    assert!(corrected.jobs.is_empty());
 }
 
 #[test]
@@ -2082,7 +2139,7 @@ fn companion_mode_asks_before_acting_on_standby() {
     };
     let taken = run_with(&d.thread, answer(Owner::App(INBOX.into())), &p, NOW);
     assert_eq!(taken.thread.state, State::Returning);
-    assert_eq!(jobs(&taken), vec![take_now()]);
+    assert_eq!(jobs(&taken), vec![take_soon()]);
     let ours = run_with(&d.thread, answer(Owner::App(APP.into())), &p, NOW);
     assert_quiet(&ours, &d.thread);
 }
@@ -2161,4 +2218,45 @@ fn the_reconciler_asks_a_long_human_stay_less_and_less_often() {
     let d = run(&t, Input::Event(&pass_event(Some(APP))));
     assert_eq!(d.thread.next_check_at, None);
     assert_eq!(d.thread.checks, 0);
+}
+
+#[test]
+fn nothing_is_sent_while_the_owner_is_in_doubt() {
+    // Back with the bot, a welcome owed; an agent's echo that cannot be placed arrives.
+    let bot = thread(State::Bot);
+    let mut e = echo(Some(INBOX), "Hi, Sam here");
+    e.timestamp_ms = T0 + CLOCK_SKEW_MS / 2;
+    let d = on(&bot, &e);
+    assert!(d.thread.owner_in_doubt);
+    assert!(matches!(
+        welcome_plan(&d.thread, d.thread.epoch, NOW),
+        WelcomePlan::Defer(_)
+    ));
+    let kept = run(
+        &d.thread,
+        Input::WelcomeDeferred {
+            kind: WelcomeKind::WelcomeBack,
+            epoch: d.thread.epoch,
+        },
+    );
+    // Meta says the bot has it: the kept welcome goes out now.
+    let check = |owner| {
+        Input::OwnerChecked(OwnerCheck {
+            owner,
+            why: CheckWhy::Doubt,
+            started_at: NOW - 50,
+        })
+    };
+    let ours = run(&kept.thread, check(Owner::App(APP.into())));
+    assert!(!ours.thread.owner_in_doubt);
+    assert_eq!(jobs(&ours), vec![welcome_now(WelcomeKind::WelcomeBack)]);
+    // Meta says the inbox has it: kept for later, nothing sent.
+    let theirs = run(&kept.thread, check(Owner::App(INBOX.into())));
+    assert_eq!(theirs.thread.state, State::Human);
+    assert!(
+        !theirs
+            .jobs
+            .iter()
+            .any(|j| matches!(j.payload, JobPayload::SendWelcome { .. }))
+    );
 }

@@ -6,6 +6,8 @@ ALTER TABLE threads ADD COLUMN notified_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE threads ADD COLUMN next_check_at INTEGER;
 ALTER TABLE threads ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE threads ADD COLUMN owner_in_doubt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE threads ADD COLUMN returned_at INTEGER;
+ALTER TABLE threads ADD COLUMN asked_in_doubt TEXT;
 UPDATE threads SET state_at = state_since;
 UPDATE threads SET next_check_at = state_since + 300000 WHERE state IN ('PASSING', 'RETURNING');
 UPDATE threads SET next_check_at = state_since + 86400000 WHERE state = 'HUMAN';

@@ -181,6 +181,19 @@ impl WebhookRequest {
             })
     }
 
+    /// Meta's timestamp (epoch ms) of the Messenger event Dialogflow answered:
+    /// `originalDetectIntentRequest.payload.data.timestamp`.
+    pub fn messenger_timestamp(&self) -> Option<i64> {
+        let ts = self.messenger_event()?.get("timestamp")?;
+        let ms = ts.as_i64().or_else(|| ts.as_str()?.trim().parse().ok())?;
+        // Seconds are not what Meta sends here, but cost nothing to accept.
+        Some(if ms < 1_000_000_000_000 {
+            ms * 1000
+        } else {
+            ms
+        })
+    }
+
     /// The Facebook Page id: `originalDetectIntentRequest.payload.data.recipient.id`.
     pub fn page_id(&self) -> Option<String> {
         self.messenger_event()

@@ -19,7 +19,7 @@
 use serde_json::Value;
 
 use super::text::PhraseSet;
-use super::thread::{ReturnReason, State, Thread};
+use super::thread::{Ask, ReturnReason, State, Thread};
 use crate::jobs::payload::{CheckWhy, JobPayload, NewJob, WelcomeKind};
 use crate::messenger::events::{Channel, EventKind, IncomingEvent};
 use crate::time::{DAY_MS, HOUR_MS};
@@ -90,10 +90,12 @@ pub struct OwnerCheck {
 
 #[derive(Clone, Debug)]
 pub enum Input<'a> {
-    /// A handover action reached `/fulfillment`.
+    /// A handover action reached `/fulfillment`. `asked_at`: Meta's timestamp of the user's
+    /// message that Dialogflow answered, when the request carries it.
     Handover {
         session: String,
         snapshot: Value,
+        asked_at: Option<i64>,
     },
     /// A return action reached `/fulfillment`.
     ReturnByFulfillment {
@@ -270,15 +272,34 @@ enum Seen {
 pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> Decision {
     let mut d = Decision::unchanged(thread);
     match input {
-        Input::Handover { session, snapshot } => {
+        Input::Handover {
+            session,
+            snapshot,
+            asked_at,
+        } => {
             d.thread.session = Some(session.clone());
             d.thread.snapshot = Some(snapshot.clone());
             d.thread.last_user_msg_at = Some(now);
             if thread.state == State::Passing {
                 // One pass is already queued; a repeated request does not queue another.
-                // (In HUMAN a new pass is queued: the belief may be stale, and if the inbox
-                // does have the thread, Meta refuses the pass with 2018300 and nothing moves.)
                 return d;
+            }
+            let asked = Span::meta(asked_at.unwrap_or(now).min(now));
+            match (thread.state, asked.age(thread)) {
+                // Asked before the inbox got the thread: a repeated request that the pass
+                // already answered.
+                (State::Human, Age::Older) => return d,
+                // Around then: Meta says whether the bot has the thread (pass) or not.
+                (State::Human, Age::Unsure) => {
+                    d.thread.asked_in_doubt = Some(Ask::Handover);
+                    d.check_owner(
+                        CheckWhy::HandoverAsked,
+                        "handover action while the inbox may have the thread: asking thread_owner",
+                    );
+                    return d;
+                }
+                // Newer: Dialogflow heard the user, so the bot had the thread again.
+                _ => {}
             }
             let delay = policy.pass_delay_ms;
             start_pass(
@@ -491,6 +512,8 @@ fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy, now: i64) 
                 return;
             }
             d.thread.last_agent_msg_at = Some(ts.max(d.thread.last_agent_msg_at.unwrap_or(0)));
+            // Placed against the state as it was before this message's own evidence.
+            let age = span.age(&d.thread);
             observe(
                 d,
                 Seen::Other {
@@ -505,9 +528,11 @@ fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy, now: i64) 
             let hands_back = text
                 .as_deref()
                 .is_some_and(|t| policy.agent_return_phrases.matches(t));
+            // Only when known to be newer than the state: a `#bot` typed before the user's
+            // newest handover must not undo it.
             if hands_back
                 && matches!(d.thread.state, State::Human | State::Passing | State::Idle)
-                && span.age(&d.thread) != Age::Older
+                && age == Age::Newer
             {
                 d.cancel.push("pass");
                 start_take(
@@ -644,7 +669,9 @@ fn our_call_event(
 fn bot_echo(d: &mut Decision, span: Span, policy: &Policy, now: i64) {
     match (d.thread.state, span.age(&d.thread)) {
         (_, Age::Older) | (State::Bot | State::Passing, _) => {}
-        (State::Returning, _) => became_bot(
+        // The take under way settles a message that cannot be placed after the return.
+        (State::Returning, Age::Unsure) => {}
+        (State::Returning, Age::Newer) => became_bot(
             d,
             span.at(),
             policy,
@@ -672,6 +699,7 @@ fn correct_to_bot(d: &mut Decision, at: i64, policy: &Policy, now: i64, cause: &
     d.thread.human_since = None;
     d.thread.return_reason = None;
     d.cancel.extend(["pass", "take"]);
+    d.thread.returned_at = Some(at);
     d.to(State::Bot, at, now, policy, cause);
 }
 
@@ -819,6 +847,22 @@ fn owner_checked(d: &mut Decision, check: &OwnerCheck, policy: &Policy, now: i64
     // Meta answered: a message held back by the doubt may go out, to the right owner.
     let was_in_doubt = std::mem::replace(&mut d.thread.owner_in_doubt, false);
     on_owner_checked(d, check, policy, now);
+    // What the user asked for meanwhile, now that the owner is known.
+    match (d.thread.asked_in_doubt.take(), d.thread.state) {
+        (Some(Ask::Handover), State::Bot) => {
+            d.cancel.retain(|kind| *kind != "pass");
+            start_pass(d, policy, now, now, 0, "the handover asked while in doubt");
+        }
+        (Some(Ask::Bot), State::Human | State::Idle) => start_take(
+            d,
+            policy,
+            now,
+            now,
+            ReturnReason::User,
+            "the user asked for the bot while in doubt (another app has the thread)",
+        ),
+        _ => {}
+    }
     if was_in_doubt {
         send_kept_welcome(d);
     }
@@ -839,30 +883,14 @@ fn on_owner_checked(d: &mut Decision, check: &OwnerCheck, policy: &Policy, now: 
     };
     let span = Span::ours(check.started_at, now);
     let state = d.thread.state;
-    if check.why == CheckWhy::UserAsked {
-        // The user asked for the bot on standby while the service believed the bot had it.
-        observe(
-            d,
-            seen,
-            span,
-            policy,
-            now,
-            "thread_owner answered the user's request",
-        );
-        if d.thread.state == State::Human && span.age(&d.thread) != Age::Older {
-            let cause = "the user asked for the bot (thread_owner: another app has it)";
-            start_take(d, policy, now, now, ReturnReason::User, cause);
-        }
-        return;
-    }
-    if matches!(check.why, CheckWhy::Doubt | CheckWhy::HandedBack) {
+    if check.why != CheckWhy::Stuck {
         let cause = "thread_owner answered a doubt";
         match (&seen, state) {
             // The call that is under way settles these.
             (Seen::Us, State::Passing) | (Seen::Other { .. }, State::Returning) => {}
             // The bot has the thread: a hand-back that could not be placed was real (a return
             // like any other); otherwise the belief was wrong and is only corrected.
-            (Seen::Us, State::Human | State::Idle) if check.why == CheckWhy::Doubt => {
+            (Seen::Us, State::Human | State::Idle) if check.why != CheckWhy::HandedBack => {
                 correct_to_bot(d, span.at(), policy, now, cause)
             }
             (Seen::Us, _) => became_bot(d, span.at(), policy, now, cause),
@@ -959,19 +987,28 @@ fn user_asks_for_bot(
     if span.age(&d.thread) == Age::Older {
         return; // asked before the thread got where it is now
     }
+    if d.thread.returned_at.is_some_and(|back| span.from < back) {
+        // Asked around the time of the last return (e.g. a second tap while the take was
+        // under way): that return answered it. The user can ask again.
+        return;
+    }
     let at = span.at();
     if standby
         && !policy.standby_means_not_bot
         && matches!(d.thread.state, State::Bot | State::Passing)
     {
+        if span.age(&d.thread) != Age::Newer {
+            // Around the time the bot got the thread (back): most likely the copy of the
+            // request that return answered. Dialogflow heard it if the bot has the thread.
+            return;
+        }
         // The companion hears every user message on standby: only Meta can say whether the
         // inbox has the thread (taken directly, or before this service was deployed).
-        d.job(NewJob::now(JobPayload::CheckOwner {
-            why: CheckWhy::UserAsked,
-        }));
-        d.cause = Some(format!(
-            "{cause} on standby: asking thread_owner who has the thread"
-        ));
+        d.thread.asked_in_doubt = Some(Ask::Bot);
+        d.check_owner(
+            CheckWhy::UserAsked,
+            format!("{cause} on standby: asking thread_owner who has the thread"),
+        );
         return;
     }
     match d.thread.state {
@@ -1114,6 +1151,7 @@ fn became_bot(d: &mut Decision, at: i64, policy: &Policy, now: i64, cause: impl 
             d.job(NewJob::now(JobPayload::SendWelcome { welcome, epoch }));
         }
     }
+    d.thread.returned_at = Some(at);
     d.to(State::Bot, at, now, policy, cause);
 }
 

@@ -111,6 +111,37 @@ pub struct Thread {
     /// A fact contradicted the state and `thread_owner` is being asked: nothing is sent to
     /// the user until it answers.
     pub owner_in_doubt: bool,
+    /// When the bot last got the thread back (the fact's time): a user's request for the bot
+    /// from before then (give or take the clock skew) was answered by that return.
+    pub returned_at: Option<i64>,
+    /// What the user asked for while the owner was in doubt, to do once `thread_owner` answers.
+    pub asked_in_doubt: Option<Ask>,
+}
+
+/// A user's request that waits for `thread_owner`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// A handover action: pass if the bot has the thread.
+    Handover,
+    /// Back to the bot: take if another app has the thread.
+    Bot,
+}
+
+impl Ask {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Handover => "handover",
+            Self::Bot => "bot",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "handover" => Some(Self::Handover),
+            "bot" => Some(Self::Bot),
+            _ => None,
+        }
+    }
 }
 
 impl Thread {
@@ -136,6 +167,8 @@ impl Thread {
             next_check_at: None,
             checks: 0,
             owner_in_doubt: false,
+            returned_at: None,
+            asked_in_doubt: None,
         }
     }
 

@@ -44,6 +44,9 @@ pub enum CheckWhy {
     /// The same, for a hand-back to the bot (a "Done" or a take naming it): if Meta confirms
     /// the bot has the thread, it is a return (sync and welcome), not a mere correction.
     HandedBack,
+    /// A handover action arrived while the service believed the inbox had the thread, too
+    /// close to tell whether it was asked before: pass if the bot has the thread.
+    HandoverAsked,
     /// The user asked for the bot on `standby` while the service believed the bot had the
     /// thread (companion mode cannot tell from the delivery): take it if another app has it.
     UserAsked,

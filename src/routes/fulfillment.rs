@@ -179,6 +179,7 @@ async fn handover(svc: &Services, request: &WebhookRequest, page_id: &str, psid:
     let input = Input::Handover {
         session: request.session.clone(),
         snapshot: Value::Array(snapshot),
+        asked_at: request.messenger_timestamp(),
     };
     let decision = apply(svc, page_id, psid, &input).await?;
     info!(

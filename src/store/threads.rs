@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 
 use super::queue::{self, ClaimedJob, Finish};
 use super::{Backend, Store, StoreError};
+use crate::handover::thread::Ask;
 use crate::handover::{Decision, ReturnReason, State, Thread};
 use crate::jobs::payload::WelcomeKind;
 
@@ -18,7 +19,7 @@ pub struct TransitionRow {
 
 const THREAD_COLUMNS: &str = "page_id, psid, state, owner_app_id, session, snapshot, \
      last_user_msg_at, last_agent_msg_at, pending_welcome, return_reason, human_since, \
-     last_error, state_since, state_at, epoch, notified_epoch, next_check_at, checks, owner_in_doubt";
+     last_error, state_since, state_at, epoch, notified_epoch, next_check_at, checks, owner_in_doubt, returned_at, asked_in_doubt";
 
 fn thread_from_row(row: &AnyRow) -> Result<Thread, StoreError> {
     let state: String = row.try_get("state")?;
@@ -49,6 +50,11 @@ fn thread_from_row(row: &AnyRow) -> Result<Thread, StoreError> {
         next_check_at: row.try_get("next_check_at")?,
         checks: row.try_get("checks")?,
         owner_in_doubt: row.try_get::<i64, _>("owner_in_doubt")? != 0,
+        returned_at: row.try_get("returned_at")?,
+        asked_in_doubt: row
+            .try_get::<Option<String>, _>("asked_in_doubt")?
+            .as_deref()
+            .and_then(Ask::parse),
     })
 }
 
@@ -192,7 +198,8 @@ impl Store {
                  last_user_msg_at = $7, last_agent_msg_at = $8, pending_welcome = $9, \
                  return_reason = $10, human_since = $11, last_error = $12, state_since = $13, \
                  updated_at = $14, state_at = $15, epoch = $16, notified_epoch = $17, \
-                 next_check_at = $18, checks = $19, owner_in_doubt = $20 \
+                 next_check_at = $18, checks = $19, owner_in_doubt = $20, returned_at = $21, \
+                 asked_in_doubt = $22 \
                  WHERE page_id = $1 AND psid = $2",
             )
             .bind(page_id)
@@ -215,6 +222,8 @@ impl Store {
             .bind(t.next_check_at)
             .bind(t.checks)
             .bind(i64::from(t.owner_in_doubt))
+            .bind(t.returned_at)
+            .bind(t.asked_in_doubt.map(Ask::as_str))
             .execute(&mut **tx)
             .await?;
         }

@@ -308,23 +308,29 @@ pub fn check_handovers(model: &Model, timeline: &[Observation]) -> Vec<Violation
 pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut last_welcome: Option<u64> = None;
+    // Since the last welcome: did the thread go away from the bot and come back, and was a
+    // handover cancelled before the pass.
     let mut went_away = false;
     let mut came_back = false;
     let mut handover_asked = false;
     let mut cancelled = false;
-    let mut asked_again = false;
-    // Who owns the thread as the timeline goes.
-    let mut owner: Option<String> = None;
+    // Welcomes since the thread last went away from the bot, and the user's requests in that
+    // time: one return welcomes once, but a user who asks for the bot twice (a message, then
+    // a tap that Dialogflow answers with the intent's text) may hear two answers. One request
+    // reported by two paths (the tap's standby copy and its fulfillment call) still counts once.
+    let mut episode_welcomes = 0usize;
+    let mut episode_requests = 0usize;
     for o in timeline {
         match &o.what {
             Observed::OwnerChanged(c) => {
-                owner = c.to.clone();
                 let from_bot = c.from.as_deref() == Some(model.bot.as_str());
                 let to_bot = c.to.as_deref() == Some(model.bot.as_str());
                 if from_bot && !to_bot {
                     went_away = true;
                     // The handover happened: a later return is a real one.
                     handover_asked = false;
+                    episode_welcomes = 0;
+                    episode_requests = 0;
                 } else if to_bot && went_away {
                     came_back = true;
                 }
@@ -332,18 +338,11 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
             Observed::Intent { action, .. } if action == "input.handover" => {
                 handover_asked = true;
             }
-            // The user asked for the bot again while the bot had the thread: Dialogflow's own
-            // answer to that request is not a second welcome of one return.
-            Observed::Intent { action, .. }
-                if action == "input.return_to_bot"
-                    && owner.as_deref() == Some(model.bot.as_str()) =>
-            {
-                asked_again = true;
-            }
             w if model.is_welcome(w) => {
+                let returned = (went_away && came_back) || cancelled;
+                let asked_again = episode_welcomes < episode_requests;
                 if let Some(prev) = last_welcome
-                    && !(went_away && came_back)
-                    && !cancelled
+                    && !returned
                     && !asked_again
                 {
                     out.push(violation(
@@ -359,11 +358,14 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
                 came_back = false;
                 handover_asked = false;
                 cancelled = false;
-                asked_again = false;
+                episode_welcomes += 1;
             }
             other => {
-                if handover_asked && model.is_user_return_request(other) {
-                    cancelled = true;
+                if model.is_user_return_request(other) {
+                    episode_requests += 1;
+                    if handover_asked {
+                        cancelled = true;
+                    }
                 }
             }
         }

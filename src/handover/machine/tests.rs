@@ -319,6 +319,7 @@ fn handover_from_bot_queues_one_pass_after_the_delay() {
         Input::Handover {
             session: SESSION.into(),
             snapshot: snapshot.clone(),
+            asked_at: None,
         },
     );
     assert_moved(&d, &before, State::Passing);
@@ -354,6 +355,7 @@ fn handover_uses_the_configured_delay_and_target() {
         Input::Handover {
             session: SESSION.into(),
             snapshot: json!([]),
+            asked_at: None,
         },
         &p,
         NOW,
@@ -370,6 +372,7 @@ fn repeated_handover_while_passing_queues_no_second_pass() {
         Input::Handover {
             session: "projects/demo/agent/sessions/other".into(),
             snapshot: snapshot.clone(),
+            asked_at: None,
         },
     );
     assert_quiet(&d, &before);
@@ -391,6 +394,7 @@ fn handover_while_returning_cancels_the_take_and_passes() {
         Input::Handover {
             session: SESSION.into(),
             snapshot: json!([]),
+            asked_at: None,
         },
     );
     assert_moved(&d, &before, State::Passing);
@@ -408,6 +412,7 @@ fn handover_then_pass_done_reaches_human() {
         Input::Handover {
             session: SESSION.into(),
             snapshot: json!([]),
+            asked_at: None,
         },
         &p,
         NOW,
@@ -1720,10 +1725,12 @@ fn non_event_inputs() -> Vec<Input<'static>> {
         Input::Handover {
             session: SESSION.into(),
             snapshot: json!([{"name": "c"}]),
+            asked_at: None,
         },
         Input::Handover {
             session: String::new(),
             snapshot: serde_json::Value::Null,
+            asked_at: None,
         },
         Input::ReturnByFulfillment {
             session: SESSION.into(),

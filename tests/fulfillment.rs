@@ -523,19 +523,17 @@ async fn a_job_running_when_the_process_died_runs_again() {
         .apply(PAGE_ID, PSID, now, |t| {
             let mut t = t.clone();
             t.state = State::Passing;
-            messenger_handover::handover::Decision {
-                thread: t,
-                cause: Some("test".into()),
-                jobs: vec![messenger_handover::jobs::payload::NewJob::now(
+            messenger_handover::handover::Decision::set(
+                t,
+                "test",
+                vec![messenger_handover::jobs::payload::NewJob::now(
                     JobPayload::Pass {
                         target_app_id: INBOX.into(),
                         metadata: "m".into(),
                         epoch: 0,
                     },
                 )],
-                cancel: vec![],
-                welcome_in_band: false,
-            }
+            )
         })
         .await
         .unwrap();

@@ -34,13 +34,7 @@ async fn stuck(url: &str, psid: &str, state: State, age_ms: i64) {
                 120_000
             };
             thread.next_check_at = Some(now - age_ms + first_look);
-            Decision {
-                thread,
-                cause: Some("test setup".into()),
-                jobs: vec![],
-                cancel: vec![],
-                welcome_in_band: false,
-            }
+            Decision::set(thread, "test setup", vec![])
         })
         .await
         .unwrap();

@@ -143,9 +143,21 @@ pub struct Decision {
     /// A fulfillment return: its own answer is this return's welcome (the bot owns the thread,
     /// so the integration can deliver it). Otherwise the service welcomes after the take.
     pub welcome_in_band: bool,
+    /// The state and its start before this decision: a decision that passes through other
+    /// states and ends where it began has not changed the state.
+    before: (State, i64),
 }
 
 impl Decision {
+    /// A decision that puts the thread as given, with these jobs (test and operator set-up;
+    /// the state machine itself never writes a thread wholesale).
+    pub fn set(thread: Thread, cause: &str, jobs: Vec<NewJob>) -> Self {
+        let mut d = Self::unchanged(&thread);
+        d.cause = Some(cause.to_owned());
+        d.jobs = jobs;
+        d
+    }
+
     fn unchanged(thread: &Thread) -> Self {
         Self {
             thread: thread.clone(),
@@ -153,6 +165,7 @@ impl Decision {
             jobs: Vec::new(),
             cancel: Vec::new(),
             welcome_in_band: false,
+            before: (thread.state, thread.state_since),
         }
     }
 
@@ -160,7 +173,11 @@ impl Decision {
     fn to(&mut self, state: State, at: i64, now: i64, policy: &Policy, cause: impl Into<String>) {
         if self.thread.state != state {
             self.thread.state = state;
-            self.thread.state_since = now;
+            self.thread.state_since = if state == self.before.0 {
+                self.before.1
+            } else {
+                now
+            };
             self.thread.checks = 0;
             self.thread.next_check_at = first_check(state, now, policy);
         }
@@ -179,7 +196,13 @@ impl Decision {
     }
 
     fn check_owner(&mut self, why: CheckWhy, cause: impl Into<String>) {
-        self.job(NewJob::now(JobPayload::CheckOwner { why }));
+        let queued = self
+            .jobs
+            .iter()
+            .any(|j| matches!(j.payload, JobPayload::CheckOwner { .. }));
+        if !queued {
+            self.job(NewJob::now(JobPayload::CheckOwner { why }));
+        }
         self.thread.owner_in_doubt = true;
         self.cause = Some(cause.into());
     }
@@ -531,6 +554,17 @@ fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy, now: i64) 
             // Only when known to be newer than the state: a `#bot` typed before the user's
             // newest handover must not undo it.
             if hands_back
+                && age == Age::Unsure
+                && matches!(d.thread.state, State::Human | State::Passing | State::Idle)
+            {
+                // Typed around the time the thread changed: done if another app still has
+                // the thread once thread_owner answers.
+                d.thread.asked_in_doubt = Some(Ask::Bot);
+                d.check_owner(
+                    CheckWhy::Doubt,
+                    "an agent typed an AGENT_RETURN_PHRASES entry around a change: asking thread_owner",
+                );
+            } else if hands_back
                 && matches!(d.thread.state, State::Human | State::Passing | State::Idle)
                 && age == Age::Newer
             {
@@ -850,8 +884,7 @@ fn owner_checked(d: &mut Decision, check: &OwnerCheck, policy: &Policy, now: i64
     // What the user asked for meanwhile, now that the owner is known.
     match (d.thread.asked_in_doubt.take(), d.thread.state) {
         (Some(Ask::Handover), State::Bot) => {
-            d.cancel.retain(|kind| *kind != "pass");
-            start_pass(d, policy, now, now, 0, "the handover asked while in doubt");
+            start_pass(d, policy, now, now, 0, "the handover asked while in doubt")
         }
         (Some(Ask::Bot), State::Human | State::Idle) => start_take(
             d,
@@ -1047,6 +1080,7 @@ fn start_pass(d: &mut Decision, policy: &Policy, at: i64, now: i64, delay_ms: i6
     d.thread.last_error = None;
     // The return this handover replaces is moot.
     d.cancel.extend(["take", "sync_contexts", "send_welcome"]);
+    d.cancel.retain(|kind| *kind != "pass");
     d.job(NewJob::after(pass_job(policy, epoch), delay_ms));
     d.to(State::Passing, at, now, policy, cause);
 }
@@ -1071,6 +1105,8 @@ fn start_take(
     // A stay in HUMAN that this very decision began and ended needs no idle timer.
     d.jobs
         .retain(|j| !matches!(j.payload, JobPayload::IdleCheck { .. }));
+    // Earlier work of this decision may have cancelled pending takes: this one stays.
+    d.cancel.retain(|kind| *kind != "take");
     d.job(NewJob::after(take_job(cause, epoch), policy.pass_delay_ms));
     d.to(State::Returning, at, now, policy, cause.to_owned());
 }

@@ -239,14 +239,20 @@ async fn an_agent_hands_back_with_hash_bot(db: Db) {
     app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
         .await;
     app.wait_idle(PSID).await;
+    // Both echoes came within a second of the pass, closer than clocks can be trusted: the
+    // service asked thread_owner (once or twice, as the checks overlap) before taking.
+    let calls = w.graph_calls().await;
+    let mut distinct = calls.clone();
+    distinct.dedup();
     assert_eq!(
-        w.graph_calls().await,
+        distinct,
         vec![
             "pass_thread_control",
             "thread_owner",
             "take_thread_control",
             "messages"
-        ]
+        ],
+        "{calls:?}"
     );
     let audit = app.store().transitions(PAGE_ID, PSID).await.unwrap();
     assert!(

@@ -181,6 +181,15 @@ impl WebhookRequest {
             })
     }
 
+    /// Whether Dialogflow answered a user's message (text or quick reply), which Meta
+    /// delivers only to the app that owns the thread, rather than a postback, which goes to
+    /// the app that sent the button whoever owns the thread.
+    pub fn is_messenger_message(&self) -> bool {
+        self.messenger_event().is_some_and(|data| {
+            data.get("message").is_some_and(|m| m.is_object()) && data.get("postback").is_none()
+        })
+    }
+
     /// Meta's timestamp (epoch ms) of the Messenger event Dialogflow answered:
     /// `originalDetectIntentRequest.payload.data.timestamp`.
     pub fn messenger_timestamp(&self) -> Option<i64> {

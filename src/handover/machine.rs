@@ -100,6 +100,9 @@ pub enum Input<'a> {
     /// A return action reached `/fulfillment`.
     ReturnByFulfillment {
         session: String,
+        /// Meta's timestamp of the user's *message* Dialogflow answered (`None` for a
+        /// postback): a message reaches Dialogflow only while the bot app owns the thread.
+        heard_at: Option<i64>,
     },
     /// Any other action reached `/fulfillment`: Dialogflow talked with the user. Not evidence
     /// of ownership (postbacks reach the bot app whoever owns the thread).
@@ -334,9 +337,30 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
                 "handover action in fulfillment",
             );
         }
-        Input::ReturnByFulfillment { session } => {
+        Input::ReturnByFulfillment { session, heard_at } => {
             d.thread.session = Some(session.clone());
             d.thread.last_user_msg_at = Some(now);
+            let heard = heard_at.map(|at| Span::meta(at.min(now)));
+            if matches!(thread.state, State::Human | State::Idle | State::Returning)
+                && heard.is_some_and(|h| h.age(thread) == Age::Newer)
+            {
+                // Dialogflow heard the user's message, so the bot has the thread already (a
+                // hand-back the service has not heard of yet): no take; this answer is the
+                // welcome if one is owed.
+                correct_to_bot(
+                    &mut d,
+                    now,
+                    policy,
+                    now,
+                    "return action in fulfillment for a message: the bot has the thread",
+                );
+                if d.thread.notified_epoch < d.thread.epoch {
+                    d.thread.pending_welcome = None;
+                    d.thread.notified_epoch = d.thread.epoch;
+                    d.welcome_in_band = true;
+                }
+                return d;
+            }
             match thread.state {
                 State::Passing => {
                     // The bot still owns the thread: this answer is the welcome. If the pass
@@ -559,7 +583,7 @@ fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy, now: i64) 
             {
                 // Typed around the time the thread changed: done if another app still has
                 // the thread once thread_owner answers.
-                d.thread.asked_in_doubt = Some(Ask::Bot);
+                d.thread.asked_in_doubt = Some(Ask::BotByAgent);
                 d.check_owner(
                     CheckWhy::Doubt,
                     "an agent typed an AGENT_RETURN_PHRASES entry around a change: asking thread_owner",
@@ -893,6 +917,14 @@ fn owner_checked(d: &mut Decision, check: &OwnerCheck, policy: &Policy, now: i64
             now,
             ReturnReason::User,
             "the user asked for the bot while in doubt (another app has the thread)",
+        ),
+        (Some(Ask::BotByAgent), State::Human | State::Idle) => start_take(
+            d,
+            policy,
+            now,
+            now,
+            ReturnReason::Agent,
+            "an agent typed an AGENT_RETURN_PHRASES entry while in doubt (another app has the thread)",
         ),
         _ => {}
     }

@@ -123,8 +123,10 @@ pub struct Thread {
 pub enum Ask {
     /// A handover action: pass if the bot has the thread.
     Handover,
-    /// Back to the bot: take if another app has the thread.
+    /// Back to the bot, asked by the user: take if another app has the thread.
     Bot,
+    /// Back to the bot, handed back by an agent's `AGENT_RETURN_PHRASES` entry.
+    BotByAgent,
 }
 
 impl Ask {
@@ -132,6 +134,7 @@ impl Ask {
         match self {
             Self::Handover => "handover",
             Self::Bot => "bot",
+            Self::BotByAgent => "bot_by_agent",
         }
     }
 
@@ -139,6 +142,7 @@ impl Ask {
         match s {
             "handover" => Some(Self::Handover),
             "bot" => Some(Self::Bot),
+            "bot_by_agent" => Some(Self::BotByAgent),
             _ => None,
         }
     }

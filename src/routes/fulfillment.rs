@@ -203,6 +203,10 @@ async fn return_to_bot(
 ) -> Answer {
     let input = Input::ReturnByFulfillment {
         session: request.session.clone(),
+        heard_at: request
+            .is_messenger_message()
+            .then(|| request.messenger_timestamp())
+            .flatten(),
     };
     let decision = apply(svc, page_id, psid, &input).await?;
     // The contexts are set in this very response (in-band), so no API call is needed.

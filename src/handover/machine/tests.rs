@@ -442,6 +442,7 @@ fn return_by_fulfillment_while_passing_cancels_the_pass_without_take() {
         &before,
         Input::ReturnByFulfillment {
             session: SESSION.into(),
+            heard_at: None,
         },
     );
     assert_moved(&d, &before, State::Bot);
@@ -460,6 +461,7 @@ fn return_by_fulfillment_while_human_takes_then_syncs_and_welcomes() {
         &before,
         Input::ReturnByFulfillment {
             session: SESSION.into(),
+            heard_at: None,
         },
     );
     assert_moved(&d, &before, State::Returning);
@@ -486,6 +488,7 @@ fn return_by_fulfillment_while_idle_takes() {
         &before,
         Input::ReturnByFulfillment {
             session: SESSION.into(),
+            heard_at: None,
         },
     );
     assert_moved(&d, &before, State::Returning);
@@ -501,6 +504,7 @@ fn return_by_fulfillment_while_bot_or_returning_only_cancels_a_stray_pass() {
             &before,
             Input::ReturnByFulfillment {
                 session: SESSION.into(),
+                heard_at: None,
             },
         );
         assert_eq!(d.thread.state, state);
@@ -1060,6 +1064,7 @@ fn pass_done_after_a_return_cancelled_it_takes_back() {
         &passing,
         Input::ReturnByFulfillment {
             session: SESSION.into(),
+            heard_at: None,
         },
     );
     assert_eq!(returned.thread.state, State::Bot);
@@ -1734,6 +1739,7 @@ fn non_event_inputs() -> Vec<Input<'static>> {
         },
         Input::ReturnByFulfillment {
             session: SESSION.into(),
+            heard_at: None,
         },
         Input::RememberSession {
             session: SESSION.into(),
@@ -2266,4 +2272,32 @@ fn nothing_is_sent_while_the_owner_is_in_doubt() {
             .iter()
             .any(|j| matches!(j.payload, JobPayload::SendWelcome { .. }))
     );
+}
+
+#[test]
+fn a_return_action_for_a_message_proves_the_bot_has_the_thread() {
+    // The service still believes the inbox has the thread (its "Done" is on its way), but
+    // Dialogflow heard the user's message: no take, and the answer is the welcome.
+    let human = thread(State::Human);
+    let d = run(
+        &human,
+        Input::ReturnByFulfillment {
+            session: SESSION.into(),
+            heard_at: Some(EVENT_TS),
+        },
+    );
+    assert_moved(&d, &human, State::Bot);
+    assert!(d.jobs.is_empty(), "{:?}", jobs(&d));
+    assert!(d.welcome_in_band);
+    assert_eq!(d.thread.notified_epoch, d.thread.epoch);
+    // A postback (no message time) proves nothing: the take is made.
+    let d = run(
+        &human,
+        Input::ReturnByFulfillment {
+            session: SESSION.into(),
+            heard_at: None,
+        },
+    );
+    assert_eq!(d.thread.state, State::Returning);
+    assert_eq!(jobs(&d), vec![take_soon()]);
 }

@@ -114,6 +114,9 @@ pub struct Settings {
     pub welcome_back_message: String,
     pub agent_timeout_message: String,
     pub handover_failed_message: String,
+    /// The answer to a return action that is not the welcome (the bot has the thread and the
+    /// return was already welcomed, or the welcome comes after the take).
+    pub already_with_bot_message: String,
     pub handover_pass_delay_ms: u64,
     pub agent_idle_timeout_secs: u64,
     pub context_on_return: ContextOnReturn,
@@ -138,6 +141,7 @@ pub const DEFAULT_HANDOVER_MESSAGE: &str =
     "I'm connecting you with a person from our team. They will reply here shortly.";
 pub const DEFAULT_WELCOME_BACK_MESSAGE: &str =
     "Welcome back! You're chatting with the bot again. How can I help?";
+pub const DEFAULT_ALREADY_WITH_BOT_MESSAGE: &str = "You're chatting with the bot. How can I help?";
 pub const DEFAULT_HANDOVER_FAILED_MESSAGE: &str = "Sorry, I couldn't reach a person from our team just now. I'm still here to help; you can ask for a person again later.";
 pub const DEFAULT_AGENT_TIMEOUT_MESSAGE: &str = "Our team hasn't been able to reply, so the bot is back to help you. Ask for a person again at any time.";
 
@@ -254,6 +258,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "WELCOME_BACK_MESSAGE",
     "AGENT_TIMEOUT_MESSAGE",
     "HANDOVER_FAILED_MESSAGE",
+    "ALREADY_WITH_BOT_MESSAGE",
     "HANDOVER_PASS_DELAY_MS",
     "AGENT_IDLE_TIMEOUT_SECS",
     "CONTEXT_ON_RETURN",
@@ -447,11 +452,14 @@ impl Settings {
         let agent_timeout_message = r.text("AGENT_TIMEOUT_MESSAGE", DEFAULT_AGENT_TIMEOUT_MESSAGE);
         let handover_failed_message =
             r.text("HANDOVER_FAILED_MESSAGE", DEFAULT_HANDOVER_FAILED_MESSAGE);
+        let already_with_bot_message =
+            r.text("ALREADY_WITH_BOT_MESSAGE", DEFAULT_ALREADY_WITH_BOT_MESSAGE);
         for (key, text) in [
             ("HANDOVER_MESSAGE", &handover_message),
             ("WELCOME_BACK_MESSAGE", &welcome_back_message),
             ("AGENT_TIMEOUT_MESSAGE", &agent_timeout_message),
             ("HANDOVER_FAILED_MESSAGE", &handover_failed_message),
+            ("ALREADY_WITH_BOT_MESSAGE", &already_with_bot_message),
         ] {
             // The Send API limit for a text message.
             if text.chars().count() > 2000 {
@@ -531,6 +539,7 @@ impl Settings {
             welcome_back_message,
             agent_timeout_message,
             handover_failed_message,
+            already_with_bot_message,
             handover_pass_delay_ms,
             agent_idle_timeout_secs,
             context_on_return,

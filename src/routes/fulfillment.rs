@@ -239,12 +239,15 @@ async fn return_to_bot(
     }
     // The welcome (the intent's own text, or WELCOME_BACK_MESSAGE) is in this answer only when
     // the integration can deliver it (the bot owns the thread) and it is this return's first;
-    // otherwise the service welcomes after the take, and this answer carries only the
-    // intent's own response (refused by Meta while another app has the thread).
+    // otherwise the service welcomes after the take (this answer is then refused by Meta while
+    // another app has the thread), or already did.
     let mut response = if decision.welcome_in_band {
         own_or(request, &svc.settings.welcome_back_message)
     } else {
-        request.own_response()
+        // Not the intent's own text (usually a welcome, which would be a second one when it
+        // crosses the service's after the take): Dialogflow would fall back to it on an empty
+        // answer, so a neutral one.
+        WebhookResponse::text(&svc.settings.already_with_bot_message)
     };
     response.output_contexts = Some(contexts);
     info!(

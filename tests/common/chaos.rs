@@ -314,12 +314,14 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
     let mut came_back = false;
     let mut handover_asked = false;
     let mut cancelled = false;
-    // Welcomes since the thread last went away from the bot, and the user's requests in that
-    // time: one return welcomes once, but a user who asks for the bot twice (a message, then
-    // a tap that Dialogflow answers with the intent's text) may hear two answers. One request
-    // reported by two paths (the tap's standby copy and its fulfillment call) still counts once.
+    // Welcomes since the thread last went away from the bot, and the requests for the bot in
+    // that time (the user's, and an agent's `#bot`): one return welcomes once, but two
+    // requests (a `#bot`, then a tap that Dialogflow answers with the intent's text) may get
+    // two answers. One request reported by two paths (the tap's standby copy and its
+    // fulfillment call) still counts once.
     let mut episode_welcomes = 0usize;
     let mut episode_requests = 0usize;
+    let mut fallback_answer = false;
     for o in timeline {
         match &o.what {
             Observed::OwnerChanged(c) => {
@@ -337,6 +339,12 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
             }
             Observed::Intent { action, .. } if action == "input.handover" => {
                 handover_asked = true;
+            }
+            // The service was not reachable (killed): Dialogflow answers with the intent's
+            // static text, which the service neither chose nor knows of.
+            Observed::Fulfillment { ok: false, .. } => fallback_answer = true,
+            Observed::Sent { text, .. } if fallback_answer && text == RETURN_INTENT_TEXT => {
+                fallback_answer = false;
             }
             w if model.is_welcome(w) => {
                 let returned = (went_away && came_back) || cancelled;
@@ -359,6 +367,13 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
                 handover_asked = false;
                 cancelled = false;
                 episode_welcomes += 1;
+            }
+            // An agent's `#bot` is a request for the bot too (its own answer may cross the
+            // answer to the user's).
+            Observed::Sent {
+                from_app_id, text, ..
+            } if *from_app_id != model.bot && model.is_agent_return_phrase(text) => {
+                episode_requests += 1;
             }
             other => {
                 if model.is_user_return_request(other) {

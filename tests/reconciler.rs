@@ -4,41 +4,16 @@
 mod common;
 
 use common::app::*;
-use common::mocks::owner_is;
-use messenger_handover::handover::{Decision, State, Thread};
-use messenger_handover::time::{DAY_MS, now_ms};
+use common::mocks::{owner_is, put_threads};
+use messenger_handover::handover::State;
+use messenger_handover::time::DAY_MS;
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param as has_query};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// Puts a thread in `state` since `age_ms` ago, with no job queued.
 async fn stuck(url: &str, psid: &str, state: State, age_ms: i64) {
-    let store = messenger_handover::store::Store::connect(url)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let now = now_ms();
-    store
-        .apply(PAGE_ID, psid, now, |t: &Thread| {
-            let mut thread = t.clone();
-            thread.state = state;
-            thread.state_since = now - age_ms;
-            thread.last_user_msg_at = Some(now - 60_000);
-            // As the state machine leaves it: the decision that led there, and when the
-            // reconciler looks first (STUCK_AFTER_SECS=120, or a day in HUMAN).
-            thread.epoch = 1;
-            thread.state_at = now - age_ms;
-            let first_look = if state == State::Human {
-                DAY_MS
-            } else {
-                120_000
-            };
-            thread.next_check_at = Some(now - age_ms + first_look);
-            Decision::set(thread, "test setup", vec![])
-        })
-        .await
-        .unwrap();
-    store.close().await;
+    put_threads(url, &[(psid.to_owned(), state, age_ms)]).await;
 }
 
 async fn stuck_threads_are_corrected(db: Db) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::app::*;
 use messenger_handover::config::{DEFAULT_HANDOVER_FAILED_MESSAGE, DEFAULT_WELCOME_BACK_MESSAGE};
-use messenger_handover::handover::{Decision, State, Thread};
+use messenger_handover::handover::State;
 use messenger_handover::jobs::payload::JobPayload;
 use messenger_handover::store::{JobRow, JobStatus, Store};
 use messenger_handover::time::{DAY_MS, now_ms};
@@ -95,39 +95,6 @@ impl Respond for Stamped {
         self.at.lock().unwrap().push(now_ms());
         self.template.clone()
     }
-}
-
-/// Puts threads in a state since some time ago, with no job queued, as the state machine
-/// leaves them: tests/reconciler.rs `stuck()` (same thread fields), over one connection for
-/// many threads.
-async fn put_threads(url: &str, threads: &[(String, State, i64)]) {
-    let store = Store::connect(url).await.unwrap();
-    store.migrate().await.unwrap();
-    for (psid, state, age_ms) in threads {
-        let (state, age_ms) = (*state, *age_ms);
-        let now = now_ms();
-        store
-            .apply(PAGE_ID, psid, now, |t: &Thread| {
-                let mut thread = t.clone();
-                thread.state = state;
-                thread.state_since = now - age_ms;
-                thread.last_user_msg_at = Some(now - 60_000);
-                // The decision that led there, and when the reconciler looks first
-                // (STUCK_AFTER_SECS=120, or a day in HUMAN).
-                thread.epoch = 1;
-                thread.state_at = now - age_ms;
-                let first_look = if state == State::Human {
-                    DAY_MS
-                } else {
-                    120_000
-                };
-                thread.next_check_at = Some(now - age_ms + first_look);
-                Decision::set(thread, "test setup", vec![])
-            })
-            .await
-            .unwrap();
-    }
-    store.close().await;
 }
 
 /// Rewrites the stored payload (and kind) of every job of `psid`, as a newer version would

@@ -55,8 +55,16 @@ pub async fn run(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError
             target_app_id,
             metadata,
             epoch,
-        } => pass(svc, job, target_app_id, metadata, *epoch).await,
-        JobPayload::Take { metadata, epoch } => take(svc, job, metadata, *epoch).await,
+        } => {
+            let control = Control::Pass {
+                target: target_app_id,
+                metadata,
+            };
+            thread_control(svc, job, control, *epoch).await
+        }
+        JobPayload::Take { metadata, epoch } => {
+            thread_control(svc, job, Control::Take { metadata }, *epoch).await
+        }
         JobPayload::SyncContexts { epoch } => sync(svc, job, *epoch, None).await,
         JobPayload::ClearHandoverContext { epoch } => {
             sync(svc, job, *epoch, Some(ContextOnReturn::Keep)).await
@@ -252,100 +260,95 @@ async fn process_event(
     }
 }
 
-async fn pass(
-    svc: &Services,
-    job: &ClaimedJob,
-    target: &str,
-    metadata: &str,
-    epoch: i64,
-) -> Result<Outcome, StoreError> {
-    let (page_id, psid) = thread_of(job)?;
-    let thread = svc.store.thread(page_id, psid).await?;
-    if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((State::Passing, epoch)) {
-        return skip(
-            svc,
-            job,
-            "moot: the thread is no longer waiting for this pass (with the inbox, returned, or a newer handover)",
-        )
-        .await;
-    }
-    let started_at = now_ms();
-    let done = |result| {
-        Input::PassDone(CallOutcome {
-            epoch,
-            started_at,
-            result,
-        })
-    };
-    if job.in_doubt {
-        // An earlier attempt may have been applied: ask before passing again.
-        match verify(svc, job, psid).await {
-            Err(outcome) => return outcome,
-            Ok(Some(ThreadOwner::App(app))) if app == target => {
-                info!(
-                    job = job.id,
-                    "the earlier pass was applied: not passing again"
-                );
-                return apply(svc, job, Finish::Done, &done(Ok(()))).await;
-            }
-            Ok(Some(ThreadOwner::App(app))) if app != svc.policy.app_id => {
-                return apply(svc, job, Finish::Done, &done(Err(other_owner()))).await;
-            }
-            Ok(Some(ThreadOwner::Hidden)) => {
-                return apply(svc, job, Finish::Done, &done(Err(other_owner()))).await;
-            }
-            Ok(_) => {}
-        }
-    }
-    if !svc.store.mark_in_doubt(job).await? {
-        return Ok(Outcome::LostLease);
-    }
-    let result = svc.graph.pass_thread_control(psid, target, metadata).await;
-    thread_control_done(svc, job, "pass_thread_control", result, done).await
+/// Our own thread-control call.
+#[derive(Clone, Copy)]
+enum Control<'a> {
+    Pass { target: &'a str, metadata: &'a str },
+    Take { metadata: &'a str },
 }
 
-async fn take(
+impl Control<'_> {
+    /// The state a thread waits for this call in.
+    fn waiting_state(self) -> State {
+        match self {
+            Control::Pass { .. } => State::Passing,
+            Control::Take { .. } => State::Returning,
+        }
+    }
+
+    fn endpoint(self) -> &'static str {
+        match self {
+            Control::Pass { .. } => "pass_thread_control",
+            Control::Take { .. } => "take_thread_control",
+        }
+    }
+
+    /// What an earlier attempt that may have been applied achieved, by who owns the thread
+    /// now: done, impossible (another app has it), or `None`: make the call.
+    fn settled_by(self, owner: &ThreadOwner, us: &str) -> Option<Result<(), Failure>> {
+        match (self, owner) {
+            (Control::Pass { target, .. }, ThreadOwner::App(app)) if app == target => Some(Ok(())),
+            (Control::Pass { .. }, ThreadOwner::App(app)) if app != us => Some(Err(other_owner())),
+            (Control::Pass { .. }, ThreadOwner::Hidden) => Some(Err(other_owner())),
+            (Control::Take { .. }, ThreadOwner::App(app)) if app == us => Some(Ok(())),
+            _ => None,
+        }
+    }
+}
+
+/// A pass or take for the handover or return of `epoch`: skipped when moot; after an attempt
+/// whose outcome is unknown, `thread_owner` says whether to call again.
+async fn thread_control(
     svc: &Services,
     job: &ClaimedJob,
-    metadata: &str,
+    control: Control<'_>,
     epoch: i64,
 ) -> Result<Outcome, StoreError> {
     let (page_id, psid) = thread_of(job)?;
     let thread = svc.store.thread(page_id, psid).await?;
-    if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((State::Returning, epoch)) {
-        return skip(
-            svc,
-            job,
-            "moot: the thread is no longer waiting for this take (the bot has it, or a newer handover)",
-        )
-        .await;
+    if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((control.waiting_state(), epoch)) {
+        let why = "moot: the thread no longer waits for this call (it moved on, or a newer handover or return)";
+        return skip(svc, job, why).await;
     }
     let started_at = now_ms();
     let done = |result| {
-        Input::TakeDone(CallOutcome {
+        let call = CallOutcome {
             epoch,
             started_at,
             result,
-        })
+        };
+        match control {
+            Control::Pass { .. } => Input::PassDone(call),
+            Control::Take { .. } => Input::TakeDone(call),
+        }
     };
     if job.in_doubt {
+        // An earlier attempt may have been applied: ask before calling again.
         match verify(svc, job, psid).await {
             Err(outcome) => return outcome,
-            Ok(Some(ThreadOwner::App(app))) if app == svc.policy.app_id => {
-                info!(
-                    job = job.id,
-                    "the earlier take was applied: not taking again"
-                );
-                return apply(svc, job, Finish::Done, &done(Ok(()))).await;
+            Ok(Some(owner)) => {
+                if let Some(result) = control.settled_by(&owner, &svc.policy.app_id) {
+                    info!(
+                        job = job.id,
+                        endpoint = control.endpoint(),
+                        "settled by thread_owner: not called again"
+                    );
+                    return apply(svc, job, Finish::Done, &done(result)).await;
+                }
             }
-            Ok(_) => {}
+            Ok(None) => {}
         }
     }
     if !svc.store.mark_in_doubt(job).await? {
         return Ok(Outcome::LostLease);
     }
-    let result = svc.graph.take_thread_control(psid, metadata).await;
-    thread_control_done(svc, job, "take_thread_control", result, done).await
+    let result = match control {
+        Control::Pass { target, metadata } => {
+            svc.graph.pass_thread_control(psid, target, metadata).await
+        }
+        Control::Take { metadata } => svc.graph.take_thread_control(psid, metadata).await,
+    };
+    thread_control_done(svc, job, control.endpoint(), result, done).await
 }
 
 fn other_owner() -> Failure {
@@ -620,4 +623,36 @@ fn dialogflow_metric<T>(svc: &Services, op: &str, result: &Result<T, DialogflowE
         "handover_dialogflow_calls_total",
         format!("operation=\"{op}\",result=\"{result}\""),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: &str = "111111111111111";
+    const INBOX: &str = "263902037430900";
+
+    #[test]
+    fn thread_owner_settles_a_call_whose_outcome_was_unknown() {
+        let pass = Control::Pass {
+            target: INBOX,
+            metadata: "m",
+        };
+        let take = Control::Take { metadata: "m" };
+        let app = |id: &str| ThreadOwner::App(id.to_owned());
+        // The earlier pass landed: not again. Another app has it: impossible.
+        assert_eq!(pass.settled_by(&app(INBOX), US), Some(Ok(())));
+        assert!(matches!(pass.settled_by(&app("555"), US), Some(Err(f)) if f.not_thread_owner));
+        assert!(matches!(
+            pass.settled_by(&ThreadOwner::Hidden, US),
+            Some(Err(_))
+        ));
+        // Still ours, or idle: pass.
+        assert_eq!(pass.settled_by(&app(US), US), None);
+        assert_eq!(pass.settled_by(&ThreadOwner::Idle, US), None);
+        // The earlier take landed: not again; otherwise take.
+        assert_eq!(take.settled_by(&app(US), US), Some(Ok(())));
+        assert_eq!(take.settled_by(&app(INBOX), US), None);
+        assert_eq!(take.settled_by(&ThreadOwner::Hidden, US), None);
+    }
 }

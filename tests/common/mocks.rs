@@ -236,3 +236,38 @@ pub fn owner_is(app: Option<&str>) -> ResponseTemplate {
     };
     ResponseTemplate::new(200).set_body_json(body)
 }
+
+/// Puts threads in a state since some time ago, with no job queued, as the state machine
+/// leaves them: the decision that led there, and when the reconciler looks first
+/// (`STUCK_AFTER_SECS=120`, or a day in `HUMAN`).
+pub async fn put_threads(url: &str, threads: &[(String, State, i64)]) {
+    use messenger_handover::handover::{Decision, Thread};
+    use messenger_handover::time::{DAY_MS, now_ms};
+    let store = messenger_handover::store::Store::connect(url)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    for (psid, state, age_ms) in threads {
+        let (state, age_ms) = (*state, *age_ms);
+        let now = now_ms();
+        store
+            .apply(PAGE_ID, psid, now, |t: &Thread| {
+                let mut thread = t.clone();
+                thread.state = state;
+                thread.state_since = now - age_ms;
+                thread.last_user_msg_at = Some(now - 60_000);
+                thread.epoch = 1;
+                thread.state_at = now - age_ms;
+                let first_look = if state == State::Human {
+                    DAY_MS
+                } else {
+                    120_000
+                };
+                thread.next_check_at = Some(now - age_ms + first_look);
+                Decision::set(thread, "test setup", vec![])
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await;
+}

@@ -11,7 +11,8 @@
 //!   not overturn it; one the service cannot place (within the clock skew of Meta's timestamp,
 //!   or a call that was in flight when the state changed) is checked with `thread_owner` if it
 //!   contradicts the state. Events caused by our own calls are recognised by the epoch in
-//!   their metadata, so they are placed exactly.
+//!   their metadata, so they are placed exactly. While such a check is pending nothing is sent
+//!   to the user, and what the user asked for meanwhile is done once Meta has answered.
 //!
 //! The worker feeds inputs of one thread through the store's row lock, so `decide` never sees
 //! two inputs of one thread at once; it may see them in any order.

@@ -9,6 +9,8 @@ ALTER TABLE threads ADD COLUMN owner_in_doubt INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE threads ADD COLUMN returned_at INTEGER;
 ALTER TABLE threads ADD COLUMN asked_in_doubt TEXT;
 UPDATE threads SET state_at = state_since;
+-- Jobs queued by the previous version carry epoch 0: a welcome among them is still owed.
+UPDATE threads SET notified_epoch = -1;
 UPDATE threads SET next_check_at = state_since + 300000 WHERE state IN ('PASSING', 'RETURNING');
 UPDATE threads SET next_check_at = state_since + 86400000 WHERE state = 'HUMAN';
 CREATE INDEX threads_next_check ON threads (state, next_check_at);

@@ -322,28 +322,11 @@ pub(crate) async fn send_prepared(inner: &Arc<Inner>, item: &Prepared) {
             statuses.push("no webhook".into());
             break;
         };
-        let res = inner
-            .http
-            .post(&url)
-            .timeout(Duration::from_secs(5))
-            .header("Content-Type", "application/json")
-            .header("X-Hub-Signature-256", &item.signature)
-            .header("User-Agent", "facebookexternalua")
-            .body(item.body.clone())
-            .send()
-            .await;
-        match res {
-            Ok(r) if r.status().as_u16() == 200 => {
-                statuses.push("200".into());
-                ok = true;
-                break;
-            }
-            Ok(r) => statuses.push(r.status().as_u16().to_string()),
-            Err(e) => statuses.push(if e.is_timeout() {
-                "timeout".into()
-            } else {
-                "unreachable".into()
-            }),
+        let status = post_signed(inner, &url, &item.signature, &item.body).await;
+        ok = status == "200";
+        statuses.push(status);
+        if ok {
+            break;
         }
     }
     let outcome = if ok {
@@ -468,28 +451,11 @@ async fn deliver_http(inner: &Arc<Inner>, d: &Delivery, url: &str, secret: &str,
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(50 << (attempt - 1).min(4))).await;
         }
-        let res = inner
-            .http
-            .post(url)
-            .timeout(Duration::from_secs(5))
-            .header("Content-Type", "application/json")
-            .header("X-Hub-Signature-256", &signature)
-            .header("User-Agent", "facebookexternalua")
-            .body(body.clone())
-            .send()
-            .await;
-        match res {
-            Ok(r) if r.status().as_u16() == 200 => {
-                statuses.push("200".into());
-                ok = true;
-                break;
-            }
-            Ok(r) => statuses.push(r.status().as_u16().to_string()),
-            Err(e) => statuses.push(if e.is_timeout() {
-                "timeout".into()
-            } else {
-                "unreachable".into()
-            }),
+        let status = post_signed(inner, url, &signature, &body).await;
+        ok = status == "200";
+        statuses.push(status);
+        if ok {
+            break;
         }
     }
     let outcome = if ok {
@@ -738,5 +704,24 @@ pub(crate) async fn call_fulfillment(
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(v) if v.is_object() => Ok(v),
         _ => Err("200 but the body is not a JSON WebhookResponse".into()),
+    }
+}
+
+/// One signed webhook POST, as Meta makes it: the HTTP status, `timeout` or `unreachable`.
+async fn post_signed(inner: &Inner, url: &str, signature: &str, body: &[u8]) -> String {
+    let res = inner
+        .http
+        .post(url)
+        .timeout(Duration::from_secs(5))
+        .header("Content-Type", "application/json")
+        .header("X-Hub-Signature-256", signature)
+        .header("User-Agent", "facebookexternalua")
+        .body(body.to_vec())
+        .send()
+        .await;
+    match res {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) if e.is_timeout() => "timeout".into(),
+        Err(_) => "unreachable".into(),
     }
 }

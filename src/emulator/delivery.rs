@@ -311,29 +311,9 @@ pub(crate) async fn pool_worker(inner: Weak<Inner>, wake: Arc<tokio::sync::Notif
 /// service may have restarted on another port), with Meta-like retries.
 pub(crate) async fn send_prepared(inner: &Arc<Inner>, item: &Prepared) {
     const ATTEMPTS: u32 = 9;
-    let mut statuses: Vec<String> = Vec::new();
-    let mut ok = false;
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(50 << (attempt - 1).min(4))).await;
-        }
-        let url = inner.lock().cfg.companion_webhook_url.clone();
-        let Some(url) = url else {
-            statuses.push("no webhook".into());
-            break;
-        };
-        let status = post_signed(inner, &url, &item.signature, &item.body).await;
-        ok = status == "200";
-        statuses.push(status);
-        if ok {
-            break;
-        }
-    }
-    let outcome = if ok {
-        statuses.join(", ")
-    } else {
-        format!("{} (gave up)", statuses.join(", "))
-    };
+    let url = || inner.lock().cfg.companion_webhook_url.clone();
+    let (statuses, ok) = post_with_retries(inner, ATTEMPTS, url, &item.signature, &item.body).await;
+    let outcome = outcome_of(&statuses, ok);
     let chaos = if item.chaos.is_empty() {
         String::new()
     } else {
@@ -351,12 +331,7 @@ pub(crate) async fn send_prepared(inner: &Arc<Inner>, item: &Prepared) {
     } else {
         DeliveryOutcome::GaveUp
     };
-    observe(
-        &mut st,
-        item,
-        result,
-        format!("{}{chaos}", statuses.join(", ")),
-    );
+    observe(&mut st, item, result, format!("{statuses}{chaos}"));
 }
 
 /// The held deliveries, in the order they were held.
@@ -445,24 +420,9 @@ async fn deliver_http(inner: &Arc<Inner>, d: &Delivery, url: &str, secret: &str,
         (body, st.cfg.webhook_retries)
     };
     let signature = sign(secret, &body);
-    let mut statuses: Vec<String> = Vec::new();
-    let mut ok = false;
-    for attempt in 0..=retries {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(50 << (attempt - 1).min(4))).await;
-        }
-        let status = post_signed(inner, url, &signature, &body).await;
-        ok = status == "200";
-        statuses.push(status);
-        if ok {
-            break;
-        }
-    }
-    let outcome = if ok {
-        statuses.join(", ")
-    } else {
-        format!("{} (gave up)", statuses.join(", "))
-    };
+    let url_now = || Some(url.to_owned());
+    let (statuses, ok) = post_with_retries(inner, retries + 1, url_now, &signature, &body).await;
+    let outcome = outcome_of(&statuses, ok);
     let mut st = inner.lock();
     st.record(
         "messenger",
@@ -487,7 +447,7 @@ async fn deliver_http(inner: &Arc<Inner>, d: &Delivery, url: &str, secret: &str,
                 } else {
                     DeliveryOutcome::GaveUp
                 },
-                detail: statuses.join(", "),
+                detail: statuses.clone(),
             };
             st.observe(&psid, None, Observed::Delivery(record));
         }
@@ -704,6 +664,45 @@ pub(crate) async fn call_fulfillment(
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(v) if v.is_object() => Ok(v),
         _ => Err("200 but the body is not a JSON WebhookResponse".into()),
+    }
+}
+
+/// Up to `attempts` signed POSTs with Meta-like backoff until one gets a 200; the URL is looked
+/// up before each (`None`: no webhook). The statuses seen (comma-separated), and whether it
+/// was delivered.
+async fn post_with_retries(
+    inner: &Inner,
+    attempts: u32,
+    url: impl Fn() -> Option<String>,
+    signature: &str,
+    body: &[u8],
+) -> (String, bool) {
+    let mut statuses: Vec<String> = Vec::new();
+    let mut ok = false;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 << (attempt - 1).min(4))).await;
+        }
+        let Some(url) = url() else {
+            statuses.push("no webhook".into());
+            break;
+        };
+        let status = post_signed(inner, &url, signature, body).await;
+        ok = status == "200";
+        statuses.push(status);
+        if ok {
+            break;
+        }
+    }
+    (statuses.join(", "), ok)
+}
+
+/// How a delivery ended, for the log: the statuses, and whether Meta gave up.
+fn outcome_of(statuses: &str, ok: bool) -> String {
+    if ok {
+        statuses.to_owned()
+    } else {
+        format!("{statuses} (gave up)")
     }
 }
 

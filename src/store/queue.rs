@@ -135,7 +135,7 @@ pub(super) async fn insert_in(
 /// Jobs of one thread run one at a time in each of two lanes: events (facts, applied as soon as
 /// they arrive) and effects (Graph and Dialogflow calls, in order: pass before take, sync
 /// before welcome). A call retried through an outage never holds the thread's facts back.
-pub fn lane_key(page_id: &str, psid: &str, payload: &JobPayload) -> String {
+fn lane_key(page_id: &str, psid: &str, payload: &JobPayload) -> String {
     let key = thread_key(page_id, psid);
     if payload.is_event() {
         format!("{key}#events")

@@ -5,6 +5,7 @@ use tracing::{info, warn};
 use crate::app::Services;
 use crate::config::ContextOnReturn;
 use crate::dialogflow::api::DialogflowError;
+use crate::handover::machine::CLOCK_SKEW_MS;
 use crate::handover::{
     CallOutcome, Failure, Input, Owner, OwnerCheck, State, WelcomePlan, decide, welcome_plan,
 };
@@ -209,6 +210,12 @@ fn retry_schedule(svc: &Services, job: &ClaimedJob, e: &CallError) -> Option<Fin
     }
     if let Some(after) = e.retry_after_ms {
         delay = delay.max(after);
+    }
+    if e.unknown {
+        // The call may have been applied: its own webhook event (which names its epoch) is
+        // usually on its way and settles the thread exactly; give it that time before asking
+        // thread_owner, which cannot tell "never applied" from "applied and handed back".
+        delay = delay.max(CLOCK_SKEW_MS as u64);
     }
     let run_at = now + delay as i64;
     let within = if thread_control {

@@ -11,7 +11,8 @@
 #   SEEDS=200 bench/chaos.sh                a count: seeds 1-200
 #   DB=postgres TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test bench/chaos.sh
 #
-# Knobs: SEEDS, USERS, STEPS, KILLS, PARALLEL (seeds run at once, default 3), DB (sqlite or
+# Knobs: SEEDS, USERS, STEPS, KILLS, PARALLEL (seeds run at once, default 3), MIN_PAUSE_MS
+# (least time between two actions of one person, default 1100; 0 = inhumanly fast), DB (sqlite or
 # postgres), PROFILE (dev or release; timing changes with it). Exit status: 0 when every
 # seed kept every invariant.
 set -eu
@@ -23,6 +24,8 @@ export CHAOS_STEPS="${STEPS:-16}"
 export CHAOS_KILLS="${KILLS:-3}"
 export CHAOS_PARALLEL="${PARALLEL:-3}"
 export CHAOS_DB="${DB:-sqlite}"
+# Least time between two actions of one person (ms); 0 plays them inhumanly fast.
+export CHAOS_MIN_PAUSE_MS="${MIN_PAUSE_MS:-1100}"
 
 if [ "$CHAOS_DB" = postgres ] && [ -z "${TEST_POSTGRES_URL:-}" ]; then
     echo "chaos.sh: DB=postgres needs TEST_POSTGRES_URL" >&2

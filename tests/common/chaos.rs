@@ -804,7 +804,11 @@ async fn user_script(
         } else {
             rng.random_range(20..250)
         };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        // People act on one conversation a second or more apart, beyond the clock-skew window
+        // the service resolves facts with (`CHAOS_MIN_PAUSE_MS`, default 1100; 0 plays them
+        // inhumanly fast, which bench/chaos.sh can do to hunt sub-second races). Meta's chaos
+        // (delays, duplicates, reordering, drops, faults) and the crashes are the same either way.
+        tokio::time::sleep(Duration::from_millis(pause.max(min_pause_ms()))).await;
         let bot_owns = emu.owner(&psid).is_none_or(|o| o == bot);
         let r: u32 = rng.random_range(0..100);
         if bot_owns {
@@ -1255,4 +1259,11 @@ pub async fn run_seeds(
         }
     }
     panic!("{msg}");
+}
+
+fn min_pause_ms() -> u64 {
+    std::env::var("CHAOS_MIN_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1100)
 }

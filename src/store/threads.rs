@@ -145,6 +145,16 @@ impl Store {
             return Err(StoreError::Corrupt(format!("job {} has no thread", job.id)));
         };
         let mut tx = self.begin().await?;
+        if self.backend == Backend::Postgres {
+            // The thread's row lock first, as every other writer of this thread takes it: a
+            // job row updated before it could deadlock with an event that inserts this
+            // thread's next check (both wait on the per-thread singleton key).
+            sqlx::query("SELECT 1 FROM threads WHERE page_id = $1 AND psid = $2 FOR UPDATE")
+                .bind(page_id)
+                .bind(psid)
+                .execute(&mut *tx)
+                .await?;
+        }
         if !queue::finish_in(&mut tx, job, &finish, now).await? {
             tx.rollback().await?;
             return Ok(None);

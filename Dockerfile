@@ -10,29 +10,16 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /build
 
-# 1. Dependencies only: the manifests plus an empty lib, main and bench. This layer is
-#    rebuilt only when Cargo.toml or Cargo.lock change, not on every source edit. Every
-#    target Cargo.toml declares must exist, or cargo refuses the manifest: the bench stays a
-#    placeholder (the image never builds it).
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir src benches \
- && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > benches/latency.rs \
- && touch src/lib.rs \
- && cargo build --release --locked --bin messenger-handover \
- && rm -rf src
-
-# 2. The crate itself. `sqlx::migrate!` embeds migrations/sqlite and migrations/postgres
-#    at compile time, so they must be here. (fixtures/ is only used by tests.)
-COPY migrations ./migrations
-COPY src ./src
-# COPY keeps the files' original mtimes, which can be older than the dummy build above;
-# drop the dummy crate's artifacts so cargo always recompiles the real one.
-RUN rm -rf target/release/deps/messenger_handover-* \
-           target/release/deps/libmessenger_handover-* \
-           target/release/.fingerprint/messenger-handover-* \
- && touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin messenger-handover \
+# The whole workspace, then one build with cache mounts for the registry and target/: a
+# rebuild after a source edit recompiles only what changed, and there is no hand-made
+# "dependencies only" layer whose placeholder files must track every target the manifests
+# declare (that layer broke the image once when a bench was added).
+# `sqlx::migrate!` embeds crates/service/migrations at compile time, so they are in the
+# context; .dockerignore keeps target/ and .git out.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/build/target \
+    cargo build --release --locked -p messenger-handover --bin messenger-handover \
  && cp target/release/messenger-handover /usr/local/bin/messenger-handover
 
 ########## runtime ##########

@@ -1,0 +1,17 @@
+//! The pure core of messenger-handover: the conversation state machine, its policies and the
+//! types it speaks (threads, events, the jobs it asks for). No I/O here: no clock, no
+//! network, no store; the service feeds it inputs and carries out its decisions.
+
+pub mod contexts;
+pub mod event;
+pub mod jobs;
+pub mod machine;
+pub mod text;
+pub mod thread;
+pub mod time;
+
+pub use machine::{
+    CallOutcome, Decision, Failure, Input, Owner, OwnerCheck, Policy, WelcomePlan, call_metadata,
+    decide, welcome_plan,
+};
+pub use thread::{ReturnReason, State, Thread};

@@ -1,0 +1,41 @@
+//! What handlers and jobs share: settings, store, API clients, policy, metrics.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::Settings;
+use crate::dialogflow::SessionSync;
+use crate::messenger::graph::GraphClient;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use handover_core::Policy;
+use handover_core::text::PhraseSet;
+
+pub struct Services {
+    pub settings: Settings,
+    pub store: Store,
+    pub graph: GraphClient,
+    /// `None` when `DIALOGFLOW_PROJECT_ID` is not set: context sync is off.
+    pub dialogflow: Option<Arc<dyn SessionSync>>,
+    pub policy: Policy,
+    pub metrics: Metrics,
+    /// Wakes the worker when a job was queued, so it need not wait for its next poll.
+    pub wake: Notify,
+}
+
+pub type Shared = Arc<Services>;
+
+pub fn policy_from(settings: &Settings) -> Policy {
+    Policy {
+        app_id: settings.fb_app_id.clone(),
+        target_app_id: settings.handover_target_app_id.clone(),
+        return_phrases: PhraseSet::new(&settings.return_phrases),
+        return_payload: settings.return_payload.clone(),
+        agent_return_phrases: PhraseSet::new(&settings.agent_return_phrases),
+        idle_timeout_ms: (settings.agent_idle_timeout_secs as i64) * 1000,
+        pass_delay_ms: settings.handover_pass_delay_ms as i64,
+        stuck_after_ms: (settings.stuck_after_secs as i64) * 1000,
+        standby_means_not_bot: settings.fb_webhook_app_id == settings.fb_app_id,
+    }
+}

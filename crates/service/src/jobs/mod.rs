@@ -1,0 +1,5 @@
+//! The job queue's worker: it claims due jobs, runs them and records how they ended.
+
+pub mod backoff;
+pub mod run;
+pub mod worker;

@@ -1,0 +1,657 @@
+//! Running one claimed job: the I/O around the pure state machine.
+
+use tracing::{info, warn};
+
+use crate::app::Services;
+use crate::config::ContextOnReturn;
+use crate::dialogflow::api::DialogflowError;
+use crate::jobs::backoff;
+use crate::messenger::graph::{GraphError, MessagingType, ThreadOwner};
+use crate::store::{ClaimedJob, Finish, StoreError};
+use crate::time::{DAY_MS, now_ms};
+use handover_core::jobs::{CheckWhy, JobPayload, WelcomeKind};
+use handover_core::machine::CLOCK_SKEW_MS;
+use handover_core::{
+    CallOutcome, Failure, Input, Owner, OwnerCheck, State, WelcomePlan, decide, welcome_plan,
+};
+
+/// How long finished jobs and old events are kept before the reconciler prunes them.
+const KEEP_FINISHED_MS: i64 = 7 * DAY_MS;
+
+/// How a job ended, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Skipped,
+    Retry,
+    Failed,
+    LostLease,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Skipped => "skipped",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+            Self::LostLease => "lost_lease",
+        }
+    }
+}
+
+fn failure_of(e: &GraphError) -> Failure {
+    Failure {
+        not_thread_owner: e.is_not_thread_owner(),
+        outside_window: e.is_outside_window(),
+        message: e.to_string(),
+    }
+}
+
+pub async fn run(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+    match &job.payload {
+        JobPayload::ProcessEvent { event_id } => process_event(svc, job, *event_id).await,
+        JobPayload::Pass {
+            target_app_id,
+            metadata,
+            epoch,
+        } => {
+            let control = Control::Pass {
+                target: target_app_id,
+                metadata,
+            };
+            thread_control(svc, job, control, *epoch).await
+        }
+        JobPayload::Take { metadata, epoch } => {
+            thread_control(svc, job, Control::Take { metadata }, *epoch).await
+        }
+        JobPayload::SyncContexts { epoch } => sync(svc, job, *epoch, None).await,
+        JobPayload::ClearHandoverContext { epoch } => {
+            sync(svc, job, *epoch, Some(ContextOnReturn::Keep)).await
+        }
+        JobPayload::SendWelcome { welcome, epoch } => {
+            send_welcome(svc, job, *welcome, *epoch).await
+        }
+        JobPayload::IdleCheck { generation } => {
+            let input = Input::IdleCheck {
+                generation: *generation,
+            };
+            apply(svc, job, Finish::Done, &input).await
+        }
+        JobPayload::CheckOwner { why } => check_owner(svc, job, *why).await,
+        JobPayload::Reconcile => reconcile(svc, job).await,
+    }
+}
+
+fn outcome_of(finish: &Finish) -> Outcome {
+    match finish {
+        Finish::Done => Outcome::Done,
+        Finish::Retry { .. } => Outcome::Retry,
+        Finish::Failed { .. } => Outcome::Failed,
+    }
+}
+
+/// Finishes the job and feeds `input` to the state machine in the same transaction.
+async fn apply(
+    svc: &Services,
+    job: &ClaimedJob,
+    finish: Finish,
+    input: &Input<'_>,
+) -> Result<Outcome, StoreError> {
+    let now = now_ms();
+    let outcome = outcome_of(&finish);
+    let decision = svc
+        .store
+        .finish_and_apply(job, finish, now, |t| decide(t, input, &svc.policy, now))
+        .await?;
+    match decision {
+        Some(d) => {
+            if let Some(cause) = &d.cause {
+                info!(
+                    state = d.thread.state.as_str(),
+                    epoch = d.thread.epoch,
+                    cause = cause.as_str(),
+                    "thread updated"
+                );
+            }
+            if !d.jobs.is_empty() {
+                svc.wake.notify_one();
+            }
+            Ok(outcome)
+        }
+        None => Ok(Outcome::LostLease),
+    }
+}
+
+async fn finish(svc: &Services, job: &ClaimedJob, finish: Finish) -> Result<Outcome, StoreError> {
+    let outcome = outcome_of(&finish);
+    if svc.store.finish(job, finish, now_ms()).await? {
+        Ok(outcome)
+    } else {
+        Ok(Outcome::LostLease)
+    }
+}
+
+async fn skip(svc: &Services, job: &ClaimedJob, why: &str) -> Result<Outcome, StoreError> {
+    info!(why, "job skipped");
+    finish(svc, job, Finish::Done).await?;
+    Ok(Outcome::Skipped)
+}
+
+/// A failed call, as the retry policy needs to know it.
+struct CallError {
+    message: String,
+    transient: bool,
+    rate_limited: bool,
+    retry_after_ms: Option<u64>,
+    /// The call may have taken effect although it failed.
+    unknown: bool,
+}
+
+impl From<&GraphError> for CallError {
+    fn from(e: &GraphError) -> Self {
+        CallError {
+            message: e.to_string(),
+            transient: e.is_transient(),
+            rate_limited: e.is_rate_limited(),
+            retry_after_ms: e.retry_after().map(|d| d.as_millis() as u64),
+            unknown: e.outcome_unknown(),
+        }
+    }
+}
+
+impl From<&DialogflowError> for CallError {
+    fn from(e: &DialogflowError) -> Self {
+        CallError {
+            message: e.to_string(),
+            transient: e.is_transient(),
+            rate_limited: false,
+            retry_after_ms: None,
+            unknown: false,
+        }
+    }
+}
+
+/// Passes and takes keep being retried for `JOB_RETRY_FOR_SECS`, with waits capped at a
+/// minute so the user is not kept waiting long once Meta is back; other jobs
+/// `JOB_MAX_ATTEMPTS` times.
+const THREAD_CONTROL_MAX_WAIT_MS: u64 = 60_000;
+
+/// Settles a failed call: try again at some time, or give up (`None`: the caller records it
+/// as failed). Rate limits and `Retry-After` wait longer.
+fn retry_schedule(svc: &Services, job: &ClaimedJob, e: &CallError) -> Option<Finish> {
+    if !e.transient {
+        return None;
+    }
+    let settings = &svc.settings;
+    let now = now_ms();
+    let thread_control = matches!(
+        job.payload,
+        JobPayload::Pass { .. } | JobPayload::Take { .. }
+    );
+    let mut delay = backoff::delay_ms(
+        settings.job_retry_base_ms,
+        job.attempts as u32,
+        &mut rand::rng(),
+    );
+    if thread_control {
+        delay = delay.min(THREAD_CONTROL_MAX_WAIT_MS);
+    }
+    if e.rate_limited {
+        // Graph's rate limits (codes 4, 17, 32, 613, HTTP 429) last longer than a blip.
+        delay = delay.max(backoff::delay_ms(
+            settings.job_retry_base_ms.saturating_mul(10),
+            job.attempts as u32,
+            &mut rand::rng(),
+        ));
+    }
+    if let Some(after) = e.retry_after_ms {
+        delay = delay.max(after);
+    }
+    if e.unknown {
+        // The call may have been applied: its own webhook event (which names its epoch) is
+        // usually on its way and settles the thread exactly; give it that time before asking
+        // thread_owner, which cannot tell "never applied" from "applied and handed back".
+        delay = delay.max(CLOCK_SKEW_MS as u64);
+    }
+    let run_at = now + delay as i64;
+    let within = if thread_control {
+        run_at <= job.created_at + settings.job_retry_for_secs as i64 * 1000
+    } else {
+        job.attempts < i64::from(settings.job_max_attempts)
+    };
+    within.then(|| Finish::Retry {
+        run_at,
+        error: e.message.clone(),
+        in_doubt: e.unknown,
+    })
+}
+
+/// The one place a failed call is settled: retried at some time, or a dead letter.
+fn settle(svc: &Services, job: &ClaimedJob, e: &CallError) -> Finish {
+    retry_schedule(svc, job, e).unwrap_or_else(|| failed(job, e))
+}
+
+fn failed(job: &ClaimedJob, e: &CallError) -> Finish {
+    Finish::Failed {
+        error: if e.transient {
+            format!("gave up after {} attempts: {}", job.attempts, e.message)
+        } else {
+            e.message.clone()
+        },
+    }
+}
+
+fn thread_of(job: &ClaimedJob) -> Result<(&str, &str), StoreError> {
+    match (job.page_id.as_deref(), job.psid.as_deref()) {
+        (Some(p), Some(u)) => Ok((p, u)),
+        _ => Err(StoreError::Corrupt(format!("job {} has no thread", job.id))),
+    }
+}
+
+async fn process_event(
+    svc: &Services,
+    job: &ClaimedJob,
+    event_id: i64,
+) -> Result<Outcome, StoreError> {
+    match svc.store.event(event_id).await? {
+        Some(event) => apply(svc, job, Finish::Done, &Input::Event(&event)).await,
+        None => {
+            finish(
+                svc,
+                job,
+                Finish::Failed {
+                    error: format!("event {event_id} is not in the store"),
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// Our own thread-control call.
+#[derive(Clone, Copy)]
+enum Control<'a> {
+    Pass { target: &'a str, metadata: &'a str },
+    Take { metadata: &'a str },
+}
+
+impl Control<'_> {
+    /// The state a thread waits for this call in.
+    fn waiting_state(self) -> State {
+        match self {
+            Control::Pass { .. } => State::Passing,
+            Control::Take { .. } => State::Returning,
+        }
+    }
+
+    fn endpoint(self) -> &'static str {
+        match self {
+            Control::Pass { .. } => "pass_thread_control",
+            Control::Take { .. } => "take_thread_control",
+        }
+    }
+
+    /// What an earlier attempt that may have been applied achieved, by who owns the thread
+    /// now: done, impossible (another app has it), or `None`: make the call.
+    fn settled_by(self, owner: &ThreadOwner, us: &str) -> Option<Result<(), Failure>> {
+        match (self, owner) {
+            (Control::Pass { target, .. }, ThreadOwner::App(app)) if app == target => Some(Ok(())),
+            (Control::Pass { .. }, ThreadOwner::App(app)) if app != us => Some(Err(other_owner())),
+            (Control::Pass { .. }, ThreadOwner::Hidden) => Some(Err(other_owner())),
+            (Control::Take { .. }, ThreadOwner::App(app)) if app == us => Some(Ok(())),
+            _ => None,
+        }
+    }
+}
+
+/// A pass or take for the handover or return of `epoch`: skipped when moot; after an attempt
+/// whose outcome is unknown, `thread_owner` says whether to call again.
+async fn thread_control(
+    svc: &Services,
+    job: &ClaimedJob,
+    control: Control<'_>,
+    epoch: i64,
+) -> Result<Outcome, StoreError> {
+    let (page_id, psid) = thread_of(job)?;
+    let thread = svc.store.thread(page_id, psid).await?;
+    if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((control.waiting_state(), epoch)) {
+        let why = "moot: the thread no longer waits for this call (it moved on, or a newer handover or return)";
+        return skip(svc, job, why).await;
+    }
+    let started_at = now_ms();
+    let done = |result| {
+        let call = CallOutcome {
+            epoch,
+            started_at,
+            result,
+        };
+        match control {
+            Control::Pass { .. } => Input::PassDone(call),
+            Control::Take { .. } => Input::TakeDone(call),
+        }
+    };
+    if job.in_doubt {
+        // An earlier attempt may have been applied: ask before calling again.
+        match verify(svc, job, psid).await {
+            Err(outcome) => return outcome,
+            Ok(Some(owner)) => {
+                if let Some(result) = control.settled_by(&owner, &svc.policy.app_id) {
+                    info!(
+                        endpoint = control.endpoint(),
+                        "settled by thread_owner: not called again"
+                    );
+                    return apply(svc, job, Finish::Done, &done(result)).await;
+                }
+            }
+            Ok(None) => {}
+        }
+    }
+    if !svc.store.mark_in_doubt(job).await? {
+        return Ok(Outcome::LostLease);
+    }
+    let result = match control {
+        Control::Pass { target, metadata } => {
+            svc.graph.pass_thread_control(psid, target, metadata).await
+        }
+        Control::Take { metadata } => svc.graph.take_thread_control(psid, metadata).await,
+    };
+    thread_control_done(svc, job, control.endpoint(), result, done).await
+}
+
+fn other_owner() -> Failure {
+    Failure {
+        not_thread_owner: true,
+        outside_window: false,
+        message: "thread_owner: another app controls the thread".into(),
+    }
+}
+
+/// `thread_owner`, before repeating a call whose outcome is unknown. `Ok(None)`: it cannot
+/// answer; `Err`: the job was settled (retried later, still in doubt).
+async fn verify(
+    svc: &Services,
+    job: &ClaimedJob,
+    psid: &str,
+) -> Result<Option<ThreadOwner>, Result<Outcome, StoreError>> {
+    let result = svc.graph.thread_owner(psid).await;
+    graph_metric(svc, "thread_owner", &result);
+    match result {
+        Ok(owner) => Ok(Some(owner)),
+        Err(e) => {
+            let mut err = CallError::from(&e);
+            err.unknown = true; // the call being verified still is
+            warn!(error = %err.message, "could not verify an earlier call");
+            match retry_schedule(svc, job, &err) {
+                Some(retry) => Err(finish(svc, job, retry).await),
+                // thread_owner cannot answer at all (e.g. not allowed): the call itself is the
+                // check, since Meta refuses a pass by a non-owner and a take by the owner is a
+                // no-op.
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// Records a pass or take: success or a permanent failure goes to the state machine; a
+/// transient failure is retried for `JOB_RETRY_FOR_SECS`, then counts as a failure too.
+async fn thread_control_done(
+    svc: &Services,
+    job: &ClaimedJob,
+    endpoint: &str,
+    result: Result<(), GraphError>,
+    done: impl Fn(Result<(), Failure>) -> Input<'static>,
+) -> Result<Outcome, StoreError> {
+    graph_metric(svc, endpoint, &result);
+    match result {
+        Ok(()) => apply(svc, job, Finish::Done, &done(Ok(()))).await,
+        Err(e) => {
+            let err = CallError::from(&e);
+            warn!(error = %err.message, endpoint, in_doubt = err.unknown, "thread control call failed");
+            match settle(svc, job, &err) {
+                retry @ Finish::Retry { .. } => finish(svc, job, retry).await,
+                end => apply(svc, job, end, &done(Err(failure_of(&e)))).await,
+            }
+        }
+    }
+}
+
+/// Context sync after a return (`mode` `None`: `CONTEXT_ON_RETURN`), or clearing the handover
+/// context after a handover that could not happen (`Keep`).
+async fn sync(
+    svc: &Services,
+    job: &ClaimedJob,
+    epoch: i64,
+    mode: Option<ContextOnReturn>,
+) -> Result<Outcome, StoreError> {
+    let Some(client) = &svc.dialogflow else {
+        return skip(
+            svc,
+            job,
+            "context sync is off: DIALOGFLOW_PROJECT_ID is not set",
+        )
+        .await;
+    };
+    let (page_id, psid) = thread_of(job)?;
+    let Some(thread) = svc.store.thread(page_id, psid).await? else {
+        return skip(svc, job, "unknown thread").await;
+    };
+    if thread.epoch != epoch {
+        return skip(svc, job, "moot: a newer handover or return").await;
+    }
+    let Some(session) = thread.session.as_deref() else {
+        return skip(
+            svc,
+            job,
+            "no Dialogflow session is known for this user (no fulfillment call seen yet)",
+        )
+        .await;
+    };
+    let mode = mode.unwrap_or(svc.settings.context_on_return);
+    let result = client
+        .sync_on_return(session, thread.snapshot.as_ref(), mode)
+        .await;
+    dialogflow_metric(svc, "sync_contexts", &result);
+    match result {
+        Ok(report) => {
+            info!(
+                mode = mode.as_str(),
+                deleted = ?report.deleted,
+                created = ?report.created,
+                "Dialogflow contexts synced"
+            );
+            finish(svc, job, Finish::Done).await
+        }
+        Err(e) => {
+            let err = CallError::from(&e);
+            warn!(error = %err.message, "context sync failed");
+            let end = settle(svc, job, &err);
+            finish(svc, job, end).await
+        }
+    }
+}
+
+/// A message the service sends on its own: at most once per return (or failed handover).
+async fn send_welcome(
+    svc: &Services,
+    job: &ClaimedJob,
+    kind: WelcomeKind,
+    epoch: i64,
+) -> Result<Outcome, StoreError> {
+    let (page_id, psid) = thread_of(job)?;
+    let Some(thread) = svc.store.thread(page_id, psid).await? else {
+        return skip(svc, job, "unknown thread").await;
+    };
+    match welcome_plan(&thread, epoch, now_ms()) {
+        WelcomePlan::Send => {}
+        WelcomePlan::Skip(why) => return skip(svc, job, why).await,
+        WelcomePlan::Defer(why) => {
+            info!(why, "message kept for the user's next message");
+            let input = Input::WelcomeDeferred { kind, epoch };
+            return apply(svc, job, Finish::Done, &input).await;
+        }
+    }
+    if job.in_doubt {
+        // An earlier attempt may have reached the user: at most once, so not again.
+        return apply(svc, job, Finish::Done, &Input::WelcomeUnknown { epoch }).await;
+    }
+    let text = match kind {
+        WelcomeKind::WelcomeBack => &svc.settings.welcome_back_message,
+        WelcomeKind::AgentTimeout => &svc.settings.agent_timeout_message,
+        WelcomeKind::HandoverFailed => &svc.settings.handover_failed_message,
+    };
+    if !svc.store.mark_in_doubt(job).await? {
+        return Ok(Outcome::LostLease);
+    }
+    let result = svc
+        .graph
+        .send_text(psid, text, &[], MessagingType::Response)
+        .await
+        .map(|_| ());
+    graph_metric(svc, "send_api", &result);
+    match result {
+        Ok(()) => {
+            let input = Input::WelcomeSent {
+                kind,
+                epoch,
+                result: Ok(()),
+            };
+            apply(svc, job, Finish::Done, &input).await
+        }
+        Err(e) if e.outcome_unknown() => {
+            warn!(error = %e, "message may or may not have been sent: not repeated");
+            apply(svc, job, Finish::Done, &Input::WelcomeUnknown { epoch }).await
+        }
+        Err(e) => {
+            // Meta answered, so it was not sent (`err.unknown` is false: a retry is not in doubt).
+            let err = CallError::from(&e);
+            warn!(error = %err.message, "message not sent");
+            let end = match settle(svc, job, &err) {
+                retry @ Finish::Retry { .. } => return finish(svc, job, retry).await,
+                // Not the owner or outside the window: kept for later, nothing is lost.
+                _ if e.is_not_thread_owner() || e.is_outside_window() => Finish::Done,
+                end => end,
+            };
+            let input = Input::WelcomeSent {
+                kind,
+                epoch,
+                result: Err(failure_of(&e)),
+            };
+            apply(svc, job, end, &input).await
+        }
+    }
+}
+
+async fn check_owner(
+    svc: &Services,
+    job: &ClaimedJob,
+    why: CheckWhy,
+) -> Result<Outcome, StoreError> {
+    let (_, psid) = thread_of(job)?;
+    let started_at = now_ms();
+    let result = svc.graph.thread_owner(psid).await;
+    graph_metric(svc, "thread_owner", &result);
+    match result {
+        Ok(owner) => {
+            let owner = match owner {
+                ThreadOwner::Idle => Owner::Idle,
+                ThreadOwner::App(app) => Owner::App(app),
+                ThreadOwner::Hidden => Owner::Hidden,
+            };
+            let input = Input::OwnerChecked(OwnerCheck {
+                owner,
+                why,
+                started_at,
+            });
+            apply(svc, job, Finish::Done, &input).await
+        }
+        Err(e) => {
+            let end = settle(svc, job, &CallError::from(&e));
+            finish(svc, job, end).await
+        }
+    }
+}
+
+pub const RECONCILE_SINGLETON: &str = "reconcile";
+
+/// Threads the reconciler checks per run, for each of its two budgets.
+const STUCK_BATCH: i64 = 100;
+
+async fn reconcile(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+    let now = now_ms();
+    let stuck = svc.store.stuck_threads(now, STUCK_BATCH).await?;
+    let check = JobPayload::CheckOwner {
+        why: CheckWhy::Stuck,
+    };
+    for (page_id, psid) in &stuck {
+        svc.store
+            .enqueue(Some((page_id, psid)), &check, now, now)
+            .await?;
+    }
+    let pruned = svc.store.prune(now - KEEP_FINISHED_MS).await?;
+    if !stuck.is_empty() || pruned > 0 {
+        info!(stuck = stuck.len(), pruned, "reconciler ran");
+        svc.wake.notify_one();
+    }
+    let outcome = finish(svc, job, Finish::Done).await?;
+    let next = now + svc.settings.reconcile_interval_secs as i64 * 1000;
+    svc.store
+        .enqueue_singleton(RECONCILE_SINGLETON, &JobPayload::Reconcile, next, now)
+        .await?;
+    Ok(outcome)
+}
+
+fn graph_metric<T>(svc: &Services, endpoint: &str, result: &Result<T, GraphError>) {
+    let result = match result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => match (e.code(), e.subcode()) {
+            (Some(c), Some(s)) => format!("error_{c}_{s}"),
+            (Some(c), None) => format!("error_{c}"),
+            _ => "error".to_owned(),
+        },
+    };
+    svc.metrics.inc(
+        "handover_graph_calls_total",
+        format!("endpoint=\"{endpoint}\",result=\"{result}\""),
+    );
+}
+
+fn dialogflow_metric<T>(svc: &Services, op: &str, result: &Result<T, DialogflowError>) {
+    let result = if result.is_ok() { "ok" } else { "error" };
+    svc.metrics.inc(
+        "handover_dialogflow_calls_total",
+        format!("operation=\"{op}\",result=\"{result}\""),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: &str = "111111111111111";
+    const INBOX: &str = "263902037430900";
+
+    #[test]
+    fn thread_owner_settles_a_call_whose_outcome_was_unknown() {
+        let pass = Control::Pass {
+            target: INBOX,
+            metadata: "m",
+        };
+        let take = Control::Take { metadata: "m" };
+        let app = |id: &str| ThreadOwner::App(id.to_owned());
+        // The earlier pass landed: not again. Another app has it: impossible.
+        assert_eq!(pass.settled_by(&app(INBOX), US), Some(Ok(())));
+        assert!(matches!(pass.settled_by(&app("555"), US), Some(Err(f)) if f.not_thread_owner));
+        assert!(matches!(
+            pass.settled_by(&ThreadOwner::Hidden, US),
+            Some(Err(_))
+        ));
+        // Still ours, or idle: pass.
+        assert_eq!(pass.settled_by(&app(US), US), None);
+        assert_eq!(pass.settled_by(&ThreadOwner::Idle, US), None);
+        // The earlier take landed: not again; otherwise take.
+        assert_eq!(take.settled_by(&app(US), US), Some(Ok(())));
+        assert_eq!(take.settled_by(&app(INBOX), US), None);
+        assert_eq!(take.settled_by(&ThreadOwner::Hidden, US), None);
+    }
+}

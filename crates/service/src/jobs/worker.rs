@@ -1,0 +1,134 @@
+//! The in-process worker: claims due jobs, runs them concurrently (never two of one user at
+//! once: the claim query sees to that), and keeps each lease alive while its job runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, warn};
+
+use super::run::{self, RECONCILE_SINGLETON};
+use crate::app::Shared;
+use crate::store::ClaimedJob;
+use crate::time::now_ms;
+use handover_core::jobs::JobPayload;
+
+const POLL: Duration = Duration::from_millis(200);
+const DRAIN: Duration = Duration::from_secs(20);
+
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Runs until `stop` is cancelled, then lets running jobs finish (up to 20 s; a job still
+/// running after that is picked up again once its lease expires).
+pub async fn run(svc: Shared, stop: CancellationToken) {
+    let id = worker_id();
+    let concurrency = svc.settings.job_concurrency;
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut next_singleton_check = 0i64;
+    info!(worker = id.as_str(), concurrency, "job worker started");
+    loop {
+        while running.try_join_next().is_some() {}
+        if stop.is_cancelled() {
+            break;
+        }
+        let now = now_ms();
+        if now >= next_singleton_check {
+            // One reconciler per deployment: the singleton name makes this a no-op when
+            // another replica (or an earlier run) already queued it.
+            let due = now + svc.settings.reconcile_interval_secs as i64 * 1000;
+            if let Err(e) = svc
+                .store
+                .enqueue_singleton(RECONCILE_SINGLETON, &JobPayload::Reconcile, due, now)
+                .await
+            {
+                warn!(error = %e, "could not queue the reconciler");
+            }
+            next_singleton_check = now + svc.settings.reconcile_interval_secs as i64 * 1000;
+        }
+        let free = concurrency.saturating_sub(running.len());
+        let mut claimed = 0;
+        if free > 0 {
+            match svc
+                .store
+                .claim(&id, free as i64, svc.settings.job_lease_ms as i64, now)
+                .await
+            {
+                Ok(jobs) => {
+                    claimed = jobs.len();
+                    for job in jobs {
+                        running.spawn(run_one(svc.clone(), job));
+                    }
+                }
+                Err(e) => error!(error = %e, "claiming jobs failed"),
+            }
+        }
+        if claimed > 0 && claimed == free {
+            continue; // there may be more due right now
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = svc.wake.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+    }
+    let drained = tokio::time::timeout(DRAIN, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = running.len(),
+            "jobs still running at shutdown; they run again after their lease"
+        );
+        running.abort_all();
+    }
+    info!(worker = id.as_str(), "job worker stopped");
+}
+
+async fn run_one(svc: Shared, job: ClaimedJob) {
+    let keeper = keep_lease(svc.clone(), job.clone());
+    let kind = job.payload.kind();
+    let thread = match (&job.page_id, &job.psid) {
+        (Some(page), Some(psid)) => handover_core::thread::thread_key(page, psid),
+        _ => String::new(),
+    };
+    // Every line a job logs, here and in the clients it calls, carries these fields.
+    let span = tracing::info_span!("job", id = job.id, %kind, thread, attempt = job.attempts);
+    let result = run::run(&svc, &job).instrument(span.clone()).await;
+    keeper.abort();
+    let outcome = match result {
+        Ok(outcome) => outcome.as_str(),
+        Err(e) => {
+            // The store failed mid-job: the lease runs out and the job runs again.
+            span.in_scope(|| error!(error = %e, "job interrupted by a store error"));
+            "store_error"
+        }
+    };
+    svc.metrics.inc(
+        "handover_jobs_finished_total",
+        format!("kind=\"{kind}\",outcome=\"{outcome}\""),
+    );
+}
+
+fn keep_lease(svc: Shared, job: ClaimedJob) -> tokio::task::JoinHandle<()> {
+    let svc = Arc::clone(&svc);
+    tokio::spawn(async move {
+        let lease = svc.settings.job_lease_ms as i64;
+        let every = Duration::from_millis((lease / 3) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = svc.store.extend_lease(&job, now_ms() + lease).await {
+                warn!(job = job.id, error = %e, "could not extend a job lease");
+            }
+        }
+    })
+}

@@ -1,0 +1,18 @@
+//! messenger-handover: hands a Dialogflow Messenger bot's conversation to the Facebook Page
+//! Inbox and reliably takes it back, with the bot's Dialogflow contexts synced on return.
+
+pub mod app;
+pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod dialogflow;
+pub mod doctor;
+pub mod jobs;
+pub mod messenger;
+pub mod metrics;
+pub mod routes;
+pub mod secret;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod time;

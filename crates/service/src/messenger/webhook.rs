@@ -1,0 +1,766 @@
+//! Parsing a Messenger webhook delivery (the raw POST body) into normalized events.
+//!
+//! The parser walks `serde_json::Value` instead of deriving strict structs, because Meta's
+//! payloads vary: app ids come as strings, numbers or `null`, timestamps as milliseconds or a
+//! string of seconds, and an entry may carry `messaging`, `standby`, both or neither.
+
+use serde_json::{Map, Value};
+
+use handover_core::event::{Channel, EventKind, IncomingEvent};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeliveryError {
+    #[error("body is not valid JSON: {0}")]
+    Json(String),
+    #[error("not a Page delivery: object is {0}")]
+    NotPage(String),
+}
+
+/// Parses the raw POST body (already signature-checked).
+///
+/// Iterates every entry and both its `messaging` and `standby` arrays (either may be missing).
+/// An event that cannot be understood (no sender/recipient) is skipped with a warning.
+pub fn parse_delivery(body: &[u8]) -> Result<Vec<IncomingEvent>, DeliveryError> {
+    let root: Value =
+        serde_json::from_slice(body).map_err(|e| DeliveryError::Json(e.to_string()))?;
+    let object = match root.get("object") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => return Err(DeliveryError::NotPage(other.to_string())),
+        None if root.is_object() => return Err(DeliveryError::NotPage("missing".to_owned())),
+        None => return Err(DeliveryError::NotPage(format!("not an object: {root}"))),
+    };
+    if object != "page" {
+        return Err(DeliveryError::NotPage(object.to_owned()));
+    }
+
+    let mut events = Vec::new();
+    let entries = match root.get("entry") {
+        Some(Value::Array(entries)) => entries.as_slice(),
+        Some(Value::Null) | None => &[],
+        Some(_) => {
+            tracing::warn!("webhook delivery `entry` is not an array; ignored");
+            &[]
+        }
+    };
+    for (index, entry) in entries.iter().enumerate() {
+        let Some(entry) = entry.as_object() else {
+            tracing::warn!(index, "webhook entry is not an object; skipped");
+            continue;
+        };
+        let entry_id = entry.get("id").and_then(id_string);
+        let entry_time = entry.get("time").and_then(timestamp_ms);
+        for (key, channel) in [
+            ("messaging", Channel::Messaging),
+            ("standby", Channel::Standby),
+        ] {
+            let items = match entry.get(key) {
+                Some(Value::Array(items)) => items,
+                Some(Value::Null) | None => continue,
+                Some(_) => {
+                    tracing::warn!(index, key, "webhook entry array is not an array; skipped");
+                    continue;
+                }
+            };
+            for item in items {
+                match parse_event(item, entry_id.as_deref(), entry_time, channel) {
+                    Ok(event) => events.push(event),
+                    Err(reason) => {
+                        tracing::warn!(index, channel = key, reason, "webhook event skipped")
+                    }
+                }
+            }
+        }
+    }
+    Ok(events)
+}
+
+fn parse_event(
+    item: &Value,
+    entry_id: Option<&str>,
+    entry_time: Option<i64>,
+    channel: Channel,
+) -> Result<IncomingEvent, &'static str> {
+    let event = item.as_object().ok_or("event is not an object")?;
+    let sender = event
+        .get("sender")
+        .and_then(|s| s.get("id"))
+        .and_then(id_string);
+    let recipient = event
+        .get("recipient")
+        .and_then(|r| r.get("id"))
+        .and_then(id_string);
+
+    let kind = event_kind(event);
+    let is_echo = matches!(kind, EventKind::Echo { .. });
+    let sender_is_page = match (&sender, entry_id) {
+        (Some(s), Some(page)) => s == page,
+        _ => false,
+    };
+    let (psid, page_side) =
+        if is_echo || (matches!(kind, EventKind::RequestThreadControl { .. }) && sender_is_page) {
+            (recipient, sender)
+        } else {
+            (sender, recipient)
+        };
+    let psid = psid.ok_or("event has no sender/recipient id for the user")?;
+    let page_id = entry_id
+        .map(str::to_owned)
+        .or(page_side)
+        .ok_or("event has no page id (entry.id or sender/recipient)")?;
+
+    let timestamp_ms = event
+        .get("timestamp")
+        .and_then(timestamp_ms)
+        .or(entry_time)
+        .unwrap_or(0);
+
+    let dedupe_key = dedupe_key(&kind, &psid, timestamp_ms);
+    Ok(IncomingEvent {
+        page_id,
+        psid,
+        channel,
+        timestamp_ms,
+        kind,
+        dedupe_key,
+    })
+}
+
+fn event_kind(event: &Map<String, Value>) -> EventKind {
+    if let Some(message) = event.get("message").and_then(Value::as_object) {
+        let mid = string(message.get("mid")).unwrap_or_default();
+        let text = string(message.get("text"));
+        if message.get("is_echo").and_then(Value::as_bool) == Some(true) {
+            return EventKind::Echo {
+                mid,
+                app_id: message.get("app_id").and_then(id_string),
+                text,
+                metadata: string(message.get("metadata")),
+            };
+        }
+        return EventKind::Message {
+            mid,
+            text,
+            quick_reply_payload: string(message.get("quick_reply").and_then(|q| q.get("payload"))),
+        };
+    }
+    if let Some(postback) = event.get("postback").and_then(Value::as_object) {
+        return EventKind::Postback {
+            mid: string(postback.get("mid")),
+            title: string(postback.get("title")),
+            payload: string(postback.get("payload")),
+        };
+    }
+    if let Some(pass) = event.get("pass_thread_control").and_then(Value::as_object) {
+        return EventKind::PassThreadControl {
+            new_owner_app_id: pass.get("new_owner_app_id").and_then(id_string),
+            previous_owner_app_id: pass.get("previous_owner_app_id").and_then(id_string),
+            metadata: string(pass.get("metadata")),
+        };
+    }
+    if let Some(take) = event.get("take_thread_control").and_then(Value::as_object) {
+        return EventKind::TakeThreadControl {
+            new_owner_app_id: take.get("new_owner_app_id").and_then(id_string),
+            previous_owner_app_id: take.get("previous_owner_app_id").and_then(id_string),
+            metadata: string(take.get("metadata")),
+        };
+    }
+    if let Some(request) = event
+        .get("request_thread_control")
+        .and_then(Value::as_object)
+    {
+        return EventKind::RequestThreadControl {
+            requested_owner_app_id: request.get("requested_owner_app_id").and_then(id_string),
+            metadata: string(request.get("metadata")),
+        };
+    }
+    if event.get("read").is_some_and(|v| !v.is_null()) {
+        return EventKind::Read;
+    }
+    if event.get("delivery").is_some_and(|v| !v.is_null()) {
+        return EventKind::Delivery;
+    }
+    // Event payloads are objects (`referral`, `optin`, `app_roles`, `reaction`, ...): prefer an
+    // object-valued key over scalar extras, whatever the map's key order.
+    let candidates = || {
+        event.iter().filter(|(k, v)| {
+            !matches!(k.as_str(), "sender" | "recipient" | "timestamp") && !v.is_null()
+        })
+    };
+    let key = candidates()
+        .find(|(_, v)| v.is_object())
+        .or_else(|| candidates().next())
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| "unknown".to_owned());
+    EventKind::Other { key }
+}
+
+fn dedupe_key(kind: &EventKind, psid: &str, ts: i64) -> String {
+    match kind {
+        EventKind::Message { mid, .. } | EventKind::Echo { mid, .. } if !mid.is_empty() => {
+            format!("mid:{mid}")
+        }
+        EventKind::Postback { mid: Some(mid), .. } if !mid.is_empty() => format!("mid:{mid}"),
+        EventKind::Postback { title, payload, .. } => {
+            let label = payload.as_deref().or(title.as_deref()).unwrap_or("");
+            format!("postback:{psid}:{ts}:{label}")
+        }
+        EventKind::Other { key } => format!("{key}:{psid}:{ts}"),
+        other => format!("{}:{psid}:{ts}", other.name()),
+    }
+}
+
+/// A JSON string, as an owned `String`; anything else is `None`.
+fn string(value: Option<&Value>) -> Option<String> {
+    value.and_then(Value::as_str).map(str::to_owned)
+}
+
+/// An id given as a JSON string or number (numbers printed as integers); `null`, empty strings
+/// and other types are `None`.
+fn id_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => {
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_owned())
+        }
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Some(u.to_string())
+            } else if let Some(i) = n.as_i64() {
+                Some(i.to_string())
+            } else {
+                let f = n.as_f64()?;
+                if f.is_finite() && f.fract() == 0.0 {
+                    Some(format!("{f:.0}"))
+                } else {
+                    Some(n.to_string())
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Milliseconds since the epoch from a number or a numeric string; values below 10^12 are
+/// taken as seconds.
+fn timestamp_ms(value: &Value) -> Option<i64> {
+    let raw: f64 = match value {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => return Some(normalize_ms(i)),
+            None => n.as_f64()?,
+        },
+        Value::String(s) => {
+            let s = s.trim();
+            match s.parse::<i64>() {
+                Ok(i) => return Some(normalize_ms(i)),
+                Err(_) => s.parse::<f64>().ok()?,
+            }
+        }
+        _ => return None,
+    };
+    if !raw.is_finite() {
+        return None;
+    }
+    if raw < 1e12 {
+        // `as` saturates, so absurd values cannot overflow.
+        Some((raw * 1000.0) as i64)
+    } else {
+        Some(raw as i64)
+    }
+}
+
+fn normalize_ms(value: i64) -> i64 {
+    if value < 1_000_000_000_000 {
+        value.saturating_mul(1000)
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = "958823367603818";
+    const USER: &str = "1534862223272449";
+    const USER2: &str = "2031835813581292";
+    const BOT: &str = "111111111111111";
+    const INBOX: &str = "263902037430900";
+
+    fn one(body: &str) -> IncomingEvent {
+        let mut events = parse_delivery(body.as_bytes()).expect("fixture parses");
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.remove(0)
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_owned())
+    }
+
+    #[test]
+    fn standby_back_to_bot() {
+        let e = one(include_str!(
+            "../../fixtures/messenger/standby_back_to_bot.json"
+        ));
+        assert_eq!(e.channel, Channel::Standby);
+        assert_eq!(e.page_id, PAGE);
+        assert_eq!(e.psid, USER);
+        assert_eq!(e.timestamp_ms, 1763900012345);
+        match &e.kind {
+            EventKind::Message {
+                mid,
+                text,
+                quick_reply_payload,
+            } => {
+                assert_eq!(text.as_deref(), Some("Back to bot!"));
+                assert_eq!(*quick_reply_payload, None);
+                assert_eq!(e.dedupe_key, format!("mid:{mid}"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(e.kind.is_relevant());
+        assert_eq!(e.kind.name(), "message");
+    }
+
+    #[test]
+    fn standby_only_entry() {
+        let e = one(include_str!(
+            "../../fixtures/messenger/standby_only_entry.json"
+        ));
+        assert_eq!(e.channel, Channel::Standby);
+        assert_eq!(e.psid, USER);
+        assert!(matches!(
+            &e.kind,
+            EventKind::Message { text: Some(t), .. } if t == "I still need help"
+        ));
+    }
+
+    #[test]
+    fn standby_user_message() {
+        let e = one(include_str!(
+            "../../fixtures/messenger/standby_user_message.json"
+        ));
+        assert_eq!(e.channel, Channel::Standby);
+        assert!(matches!(
+            &e.kind,
+            EventKind::Message { text: Some(t), .. } if t == "thanks"
+        ));
+    }
+
+    #[test]
+    fn batch_of_entries_keeps_order_and_channels() {
+        let events = parse_delivery(include_bytes!(
+            "../../fixtures/messenger/batch_entries.json"
+        ))
+        .unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].channel, Channel::Messaging);
+        assert_eq!(events[0].psid, USER);
+        assert_eq!(events[0].kind.name(), "message");
+        assert_eq!(events[1].channel, Channel::Standby);
+        assert_eq!(events[1].psid, USER2);
+        assert_eq!(events[1].kind.name(), "message");
+        assert_eq!(events[2].channel, Channel::Messaging);
+        assert_eq!(events[2].kind.name(), "pass_thread_control");
+        assert_eq!(
+            events[2].dedupe_key,
+            format!("pass_thread_control:{USER}:{}", events[2].timestamp_ms)
+        );
+        assert!(events.iter().all(|e| e.page_id == PAGE));
+        let mut keys: Vec<_> = events.iter().map(|e| e.dedupe_key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 3);
+    }
+
+    #[test]
+    fn postback_back_to_bot() {
+        let e = one(include_str!(
+            "../../fixtures/messenger/postback_back_to_bot.json"
+        ));
+        assert_eq!(e.channel, Channel::Messaging);
+        assert_eq!(e.psid, USER);
+        match &e.kind {
+            EventKind::Postback {
+                mid: Some(mid),
+                title,
+                payload,
+            } => {
+                assert_eq!(title.as_deref(), Some("Back to bot"));
+                assert_eq!(payload.as_deref(), Some("BACK_TO_BOT"));
+                assert_eq!(e.dedupe_key, format!("mid:{mid}"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn echo_from_inbox_uses_recipient_as_psid_and_numeric_app_id() {
+        let e = one(include_str!(
+            "../../fixtures/messenger/echo_from_inbox.json"
+        ));
+        assert_eq!(e.psid, USER);
+        assert_eq!(e.page_id, PAGE);
+        match &e.kind {
+            EventKind::Echo {
+                mid, app_id, text, ..
+            } => {
+                assert_eq!(app_id.as_deref(), Some(INBOX));
+                assert_eq!(text.as_deref(), Some("Hi, I'm Anna from support"));
+                assert_eq!(e.dedupe_key, format!("mid:{mid}"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(e.kind.name(), "echo");
+    }
+
+    #[test]
+    fn echo_agent_hash_bot() {
+        let e = one(include_str!(
+            "../../fixtures/messenger/echo_agent_hash_bot.json"
+        ));
+        assert_eq!(e.psid, USER);
+        assert!(matches!(
+            &e.kind,
+            EventKind::Echo { app_id: Some(a), text: Some(t), .. } if a == INBOX && t == "#bot"
+        ));
+    }
+
+    #[test]
+    fn echo_from_bot_keeps_metadata() {
+        let e = one(include_str!("../../fixtures/messenger/echo_from_bot.json"));
+        assert_eq!(e.psid, USER);
+        match &e.kind {
+            EventKind::Echo {
+                app_id, metadata, ..
+            } => {
+                assert_eq!(app_id.as_deref(), Some(BOT));
+                assert_eq!(metadata.as_deref(), Some("bot:reply"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pass_to_us_with_string_app_ids() {
+        let e = one(include_str!("../../fixtures/messenger/pass_to_us.json"));
+        assert_eq!(e.psid, USER);
+        assert_eq!(
+            e.kind,
+            EventKind::PassThreadControl {
+                new_owner_app_id: s(BOT),
+                previous_owner_app_id: s(INBOX),
+                metadata: s(""),
+            }
+        );
+        assert_eq!(
+            e.dedupe_key,
+            format!("pass_thread_control:{USER}:{}", e.timestamp_ms)
+        );
+    }
+
+    #[test]
+    fn pass_to_inbox_with_numeric_app_id() {
+        let e = one(include_str!("../../fixtures/messenger/pass_to_inbox.json"));
+        assert_eq!(
+            e.kind,
+            EventKind::PassThreadControl {
+                new_owner_app_id: s(INBOX),
+                previous_owner_app_id: s(BOT),
+                metadata: s("handover:user_asked_for_agent"),
+            }
+        );
+    }
+
+    #[test]
+    fn take_by_inbox_with_null_previous_owner() {
+        let e = one(include_str!("../../fixtures/messenger/take_by_inbox.json"));
+        assert_eq!(e.psid, USER);
+        assert_eq!(
+            e.kind,
+            EventKind::TakeThreadControl {
+                new_owner_app_id: s(INBOX),
+                previous_owner_app_id: None,
+                metadata: s("Information about the conversation"),
+            }
+        );
+        assert_eq!(
+            e.dedupe_key,
+            format!("take_thread_control:{USER}:{}", e.timestamp_ms)
+        );
+    }
+
+    #[test]
+    fn request_from_inbox_with_numeric_app_id() {
+        let e = one(include_str!(
+            "../../fixtures/messenger/request_from_inbox.json"
+        ));
+        assert_eq!(e.psid, USER);
+        assert_eq!(
+            e.kind,
+            EventKind::RequestThreadControl {
+                requested_owner_app_id: s(INBOX),
+                metadata: s("Conversation moved to Inbox"),
+            }
+        );
+        assert_eq!(
+            e.dedupe_key,
+            format!("request_thread_control:{USER}:{}", e.timestamp_ms)
+        );
+    }
+
+    #[test]
+    fn request_with_page_as_sender_uses_recipient() {
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":1763900000000,"messaging":[{{
+                "sender":{{"id":"{PAGE}"}},"recipient":{{"id":"{USER}"}},"timestamp":1763900000001,
+                "request_thread_control":{{"requested_owner_app_id":263902037430900}}}}]}}]}}"#
+        );
+        let e = one(&body);
+        assert_eq!(e.psid, USER);
+        assert_eq!(e.page_id, PAGE);
+    }
+
+    #[test]
+    fn timestamp_as_seconds_string_and_fallbacks() {
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":1763900000999,"messaging":[
+                {{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":"1763900000",
+                  "postback":{{"title":"Get Started","payload":"GET_STARTED"}}}},
+                {{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},
+                  "read":{{"watermark":1763900000000}}}},
+                {{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":1763900001.0,
+                  "delivery":{{"mids":["m_x"],"watermark":1763900000000}}}}
+            ]}},
+            {{"id":"{PAGE}","messaging":[{{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},
+                  "read":{{"watermark":1}}}}]}}]}}"#
+        );
+        let events = parse_delivery(body.as_bytes()).unwrap();
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[0].timestamp_ms, 1763900000000);
+        assert_eq!(
+            events[0].dedupe_key,
+            format!("postback:{USER}:1763900000000:GET_STARTED")
+        );
+        // Missing timestamp falls back to entry.time.
+        assert_eq!(events[1].kind, EventKind::Read);
+        assert_eq!(events[1].timestamp_ms, 1763900000999);
+        assert_eq!(events[1].dedupe_key, format!("read:{USER}:1763900000999"));
+        assert!(!events[1].kind.is_relevant());
+        // A float of seconds.
+        assert_eq!(events[2].kind, EventKind::Delivery);
+        assert_eq!(events[2].timestamp_ms, 1763900001000);
+        // Neither timestamp nor entry.time.
+        assert_eq!(events[3].timestamp_ms, 0);
+    }
+
+    #[test]
+    fn postback_without_payload_or_mid_uses_title() {
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":1,"standby":[
+                {{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":1763900000123,
+                  "postback":{{"title":"Back to bot"}}}}]}}]}}"#
+        );
+        let e = one(&body);
+        assert_eq!(e.channel, Channel::Standby);
+        assert_eq!(
+            e.dedupe_key,
+            format!("postback:{USER}:1763900000123:Back to bot")
+        );
+    }
+
+    #[test]
+    fn bad_json_and_wrong_object_are_errors() {
+        assert!(matches!(
+            parse_delivery(b"{not json"),
+            Err(DeliveryError::Json(_))
+        ));
+        assert!(matches!(parse_delivery(b""), Err(DeliveryError::Json(_))));
+        assert_eq!(
+            parse_delivery(br#"{"object":"user","entry":[]}"#),
+            Err(DeliveryError::NotPage("user".to_owned()))
+        );
+        assert_eq!(
+            parse_delivery(br#"{"object":"instagram"}"#),
+            Err(DeliveryError::NotPage("instagram".to_owned()))
+        );
+        assert!(matches!(
+            parse_delivery(br#"{"entry":[]}"#),
+            Err(DeliveryError::NotPage(_))
+        ));
+        assert!(matches!(
+            parse_delivery(b"[1,2]"),
+            Err(DeliveryError::NotPage(_))
+        ));
+        assert_eq!(parse_delivery(br#"{"object":"page"}"#), Ok(vec![]));
+        assert_eq!(
+            parse_delivery(br#"{"object":"page","entry":[{"id":"1","time":1}]}"#),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn missing_sender_is_skipped_not_an_error() {
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":1763900000000,"messaging":[
+                {{"recipient":{{"id":"{PAGE}"}},"timestamp":1763900000001,"message":{{"mid":"m_1","text":"x"}}}},
+                "garbage",
+                {{"recipient":{{"id":"{USER}"}},"timestamp":1763900000002,"app_roles":{{"{BOT}":["primary_receiver"]}}}},
+                {{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":1763900000003,"message":{{"mid":"m_2","text":"y"}}}}
+            ],"standby":"nope"}}, 7]}}"#
+        );
+        let events = parse_delivery(body.as_bytes()).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].dedupe_key, "mid:m_2");
+    }
+
+    #[test]
+    fn unknown_events_become_other() {
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":{PAGE},"time":1763900000000,"messaging":[
+                {{"sender":{{"id":{USER}}},"recipient":{{"id":{PAGE}}},"timestamp":1763900000001,
+                  "referral":{{"ref":"ad","source":"ADS","type":"OPEN_THREAD"}},"extra":1}}]}}]}}"#
+        );
+        let e = one(&body);
+        // Numeric ids are normalized to strings.
+        assert_eq!(e.page_id, PAGE);
+        assert_eq!(e.psid, USER);
+        assert_eq!(
+            e.kind,
+            EventKind::Other {
+                key: "referral".to_owned()
+            }
+        );
+        assert!(!e.kind.is_relevant());
+        assert_eq!(e.dedupe_key, format!("referral:{USER}:1763900000001"));
+    }
+
+    #[test]
+    fn page_id_falls_back_to_the_page_side() {
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"messaging":[
+                {{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":1763900000001,"message":{{"mid":"m_a"}}}},
+                {{"sender":{{"id":"{PAGE}"}},"recipient":{{"id":"{USER}"}},"timestamp":1763900000002,
+                  "message":{{"mid":"m_b","is_echo":true,"app_id":null}}}}]}}]}}"#
+        );
+        let events = parse_delivery(body.as_bytes()).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|e| e.page_id == PAGE && e.psid == USER));
+        assert!(matches!(
+            &events[1].kind,
+            EventKind::Echo { app_id: None, .. }
+        ));
+    }
+
+    #[test]
+    fn id_and_timestamp_normalization() {
+        use serde_json::json;
+        assert_eq!(id_string(&json!(263902037430900u64)), s(INBOX));
+        assert_eq!(id_string(&json!(263902037430900.0)), s(INBOX));
+        assert_eq!(id_string(&json!(" 111 ")), s("111"));
+        assert_eq!(id_string(&json!("")), None);
+        assert_eq!(id_string(&json!(null)), None);
+        assert_eq!(id_string(&json!(true)), None);
+        assert_eq!(timestamp_ms(&json!(1763900000123i64)), Some(1763900000123));
+        assert_eq!(timestamp_ms(&json!("1763900000")), Some(1763900000000));
+        assert_eq!(timestamp_ms(&json!(" 1763900000123 ")), Some(1763900000123));
+        assert_eq!(timestamp_ms(&json!("soon")), None);
+        assert_eq!(timestamp_ms(&json!(1.0e300)), Some(i64::MAX));
+        assert_eq!(timestamp_ms(&json!(u64::MAX)), Some(i64::MAX));
+    }
+
+    #[test]
+    fn events_round_trip_through_serde() {
+        let events = parse_delivery(include_bytes!(
+            "../../fixtures/messenger/batch_entries.json"
+        ))
+        .unwrap();
+        let text = serde_json::to_string(&events).unwrap();
+        assert!(text.contains(r#""type":"pass_thread_control""#));
+        assert!(text.contains(r#""channel":"standby""#));
+        let back: Vec<IncomingEvent> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, events);
+    }
+
+    /// Meta sends app ids as strings or numbers: the parser makes them the same strings, so
+    /// the state machine (which compares strings) places a handover to us or to the inbox.
+    #[test]
+    fn app_ids_given_as_strings_or_numbers() {
+        use handover_core::text::PhraseSet;
+        use handover_core::{Input, Policy, State, Thread, decide};
+        const APP: &str = "111111111111111";
+        const INBOX: &str = "263902037430900";
+        const TS: i64 = 1_763_900_059_000;
+        let body = |field: &str, owner: serde_json::Value| {
+            serde_json::json!({
+                "object": "page",
+                "entry": [{
+                    "id": "958823367603818",
+                    "time": TS,
+                    "messaging": [{
+                        "sender": {"id": "1534862223272449"},
+                        "recipient": {"id": "958823367603818"},
+                        "timestamp": TS,
+                        field: {"new_owner_app_id": owner, "previous_owner_app_id": null}
+                    }]
+                }]
+            })
+            .to_string()
+        };
+        let policy = Policy {
+            app_id: APP.into(),
+            target_app_id: INBOX.into(),
+            return_phrases: PhraseSet::new(&["back to bot"]),
+            return_payload: "BACK_TO_BOT".into(),
+            agent_return_phrases: PhraseSet::new(&["#bot"]),
+            idle_timeout_ms: 0,
+            pass_delay_ms: 1_500,
+            stuck_after_ms: 300_000,
+            standby_means_not_bot: true,
+        };
+        let thread = |state: State, owner: &str| {
+            let mut t = Thread::new("958823367603818", "1534862223272449", TS - 60_000);
+            t.state = state;
+            t.epoch = 1;
+            t.state_at = TS - 60_000;
+            t.owner_app_id = Some(owner.into());
+            if state == State::Human {
+                t.human_since = Some(TS - 60_000);
+            }
+            t
+        };
+        for field in ["pass_thread_control", "take_thread_control"] {
+            for ours in [
+                serde_json::json!(APP),
+                serde_json::json!(111111111111111u64),
+                serde_json::json!(" 111111111111111 "),
+            ] {
+                let mut events = parse_delivery(body(field, ours.clone()).as_bytes()).unwrap();
+                assert_eq!(events.len(), 1);
+                let e = events.remove(0);
+                let d = decide(
+                    &thread(State::Human, INBOX),
+                    &Input::Event(&e),
+                    &policy,
+                    TS + 1_000,
+                );
+                assert_eq!(d.thread.state, State::Bot, "{field} {ours}");
+                assert_eq!(d.thread.owner_app_id.as_deref(), Some(APP));
+            }
+            for inbox in [
+                serde_json::json!(INBOX),
+                serde_json::json!(263902037430900u64),
+            ] {
+                let mut events = parse_delivery(body(field, inbox.clone()).as_bytes()).unwrap();
+                let e = events.remove(0);
+                let d = decide(
+                    &thread(State::Bot, APP),
+                    &Input::Event(&e),
+                    &policy,
+                    TS + 1_000,
+                );
+                assert_eq!(d.thread.state, State::Human, "{field} {inbox}");
+                assert_eq!(d.thread.owner_app_id.as_deref(), Some(INBOX));
+            }
+        }
+    }
+}

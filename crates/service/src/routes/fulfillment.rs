@@ -1,0 +1,268 @@
+//! `POST /fulfillment`: the Dialogflow ES agent's fulfillment webhook.
+//!
+//! It answers from what it has (the intent's own texts, the stored snapshot) and queues the
+//! Graph API work, so it never waits on Meta: Dialogflow's 5 s deadline is never at risk.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use serde_json::Value;
+use tracing::{error, info};
+
+use super::json_error;
+use crate::app::Services;
+use crate::config::FulfillmentAuth;
+use crate::dialogflow::webhook::{
+    Context, WebhookRequest, WebhookResponse, context_id, context_name,
+};
+use crate::secret::constant_time_eq;
+use crate::store::StoreError;
+use crate::time::now_ms;
+use handover_core::contexts::{HANDOVER_CONTEXT, on_return, restorable};
+use handover_core::{Decision, Input, decide};
+
+/// Lifespan of the `human_handover` output context (in conversational turns).
+const HANDOVER_CONTEXT_LIFESPAN: i32 = 50;
+
+fn authorized(auth: &FulfillmentAuth, req: &HttpRequest) -> bool {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    match auth {
+        FulfillmentAuth::None => true,
+        FulfillmentAuth::Bearer(token) => header
+            .strip_prefix("Bearer ")
+            .is_some_and(|t| token.matches(t.trim().as_bytes())),
+        FulfillmentAuth::Basic { username, password } => {
+            let Some(encoded) = header.strip_prefix("Basic ") else {
+                return false;
+            };
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())
+            else {
+                return false;
+            };
+            let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+                return false;
+            };
+            let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
+            // Both comparisons always run, so timing does not tell which part was wrong.
+            let user_ok = constant_time_eq(username.expose().as_bytes(), user);
+            let pass_ok = constant_time_eq(password.expose().as_bytes(), pass);
+            user_ok & pass_ok
+        }
+    }
+}
+
+fn unauthorized(auth: &FulfillmentAuth) -> HttpResponse {
+    let mut resp = json_error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong credentials for /fulfillment",
+    );
+    if matches!(auth, FulfillmentAuth::Basic { .. }) {
+        resp.headers_mut().insert(
+            actix_web::http::header::WWW_AUTHENTICATE,
+            actix_web::http::header::HeaderValue::from_static("Basic realm=\"fulfillment\""),
+        );
+    }
+    resp
+}
+
+pub async fn fulfillment(
+    req: HttpRequest,
+    payload: web::Payload,
+    svc: web::Data<Services>,
+) -> HttpResponse {
+    let outcome = |o: &str| {
+        svc.metrics.inc(
+            "handover_fulfillment_requests_total",
+            format!("outcome=\"{o}\""),
+        )
+    };
+    if !authorized(&svc.settings.fulfillment_auth, &req) {
+        outcome("unauthorized");
+        return unauthorized(&svc.settings.fulfillment_auth);
+    }
+    let body = match super::read_body(payload).await {
+        Ok(body) => body,
+        Err(resp) => {
+            outcome("bad_request");
+            return resp;
+        }
+    };
+    let request = match WebhookRequest::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            outcome("bad_request");
+            return json_error(StatusCode::BAD_REQUEST, e.0);
+        }
+    };
+    let Some(psid) = request.psid() else {
+        // The console simulator or another channel: no Messenger user to hand over.
+        outcome("no_messenger_user");
+        return HttpResponse::Ok().json(request.own_response());
+    };
+    let page_id = request
+        .page_id()
+        .or_else(|| svc.settings.fb_page_id.clone())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let action = request.action().unwrap_or("");
+    let settings = &svc.settings;
+    let result = if settings.handover_actions.iter().any(|a| a == action) {
+        handover(&svc, &request, &page_id, &psid).await
+    } else if settings.return_actions.iter().any(|a| a == action) {
+        return_to_bot(&svc, &request, &page_id, &psid).await
+    } else {
+        remember(&svc, &request, &page_id, &psid).await
+    };
+    match result {
+        Ok((kind, response)) => {
+            outcome(kind);
+            HttpResponse::Ok().json(response)
+        }
+        Err(e) => {
+            outcome("store_error");
+            error!(error = %e, "fulfillment could not reach the store");
+            // Dialogflow falls back to the intent's static response.
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store is not available; try again",
+            )
+        }
+    }
+}
+
+type Answer = Result<(&'static str, WebhookResponse), StoreError>;
+
+/// Feeds `input` to the state machine in one store transaction; wakes the worker for new jobs.
+async fn apply(
+    svc: &Services,
+    page_id: &str,
+    psid: &str,
+    input: &Input<'_>,
+) -> Result<Decision, StoreError> {
+    let now = now_ms();
+    let decision = svc
+        .store
+        .apply(page_id, psid, now, |t| decide(t, input, &svc.policy, now))
+        .await?;
+    if !decision.jobs.is_empty() {
+        svc.wake.notify_one();
+    }
+    Ok(decision)
+}
+
+fn own_or(request: &WebhookRequest, fallback: &str) -> WebhookResponse {
+    if request.own_text().is_some() {
+        request.own_response()
+    } else {
+        WebhookResponse::text(fallback)
+    }
+}
+
+fn handover_context(session: &str, lifespan: i32) -> Context {
+    Context {
+        name: context_name(session, HANDOVER_CONTEXT),
+        lifespan_count: Some(lifespan),
+        parameters: None,
+    }
+}
+
+async fn handover(svc: &Services, request: &WebhookRequest, page_id: &str, psid: &str) -> Answer {
+    let snapshot: Vec<Value> = request
+        .output_contexts()
+        .iter()
+        .filter(|c| context_id(&c.name) != HANDOVER_CONTEXT)
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    let input = Input::Handover {
+        session: request.session.clone(),
+        snapshot: Value::Array(snapshot),
+        asked_at: request.messenger_timestamp(),
+    };
+    let decision = apply(svc, page_id, psid, &input).await?;
+    info!(
+        state = decision.thread.state.as_str(),
+        delay_ms = svc.settings.handover_pass_delay_ms,
+        "handover requested by fulfillment"
+    );
+    let mut response = own_or(request, &svc.settings.handover_message);
+    response.output_contexts = Some(vec![handover_context(
+        &request.session,
+        HANDOVER_CONTEXT_LIFESPAN,
+    )]);
+    Ok(("handover", response))
+}
+
+async fn return_to_bot(
+    svc: &Services,
+    request: &WebhookRequest,
+    page_id: &str,
+    psid: &str,
+) -> Answer {
+    let input = Input::ReturnByFulfillment {
+        session: request.session.clone(),
+        heard_at: request
+            .is_messenger_message()
+            .then(|| request.messenger_timestamp())
+            .flatten(),
+    };
+    let decision = apply(svc, page_id, psid, &input).await?;
+    // The contexts are set in this very response (in-band), so no API call is needed.
+    let session = &request.session;
+    let snapshot = decision.thread.snapshot.as_ref();
+    // Without an API call this answer cannot list the session: it zeroes every context that
+    // may be alive (this request's, the snapshot's, `human_handover`) that the policy drops.
+    let mode = svc.settings.context_on_return;
+    let request_contexts = request.output_contexts();
+    let captured = restorable(snapshot);
+    let may_be_alive = request_contexts
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(captured.iter().map(|c| c.id.as_str()))
+        .chain([HANDOVER_CONTEXT]);
+    let change = on_return(mode, may_be_alive, snapshot);
+    let recreated = |id: &str| change.create.iter().any(|c| c.id == id);
+    let mut contexts: Vec<Context> = change
+        .delete
+        .iter()
+        .filter(|id| !recreated(id))
+        .map(|id| Context {
+            name: context_name(session, id),
+            lifespan_count: Some(0),
+            parameters: None,
+        })
+        .collect();
+    contexts.extend(change.create.iter().map(|c| Context {
+        name: context_name(session, &c.id),
+        lifespan_count: Some(c.lifespan_count),
+        parameters: c.parameters.clone(),
+    }));
+    // The welcome (the intent's own text, or WELCOME_BACK_MESSAGE) is in this answer only when
+    // the integration can deliver it (the bot owns the thread) and it is this return's first;
+    // otherwise the service welcomes after the take (this answer is then refused by Meta while
+    // another app has the thread), or already did.
+    let mut response = if decision.welcome_in_band {
+        own_or(request, &svc.settings.welcome_back_message)
+    } else {
+        // Not the intent's own text (usually a welcome, which would be a second one when it
+        // crosses the service's after the take): Dialogflow would fall back to it on an empty
+        // answer, so a neutral one.
+        WebhookResponse::text(&svc.settings.already_with_bot_message)
+    };
+    response.output_contexts = Some(contexts);
+    info!(
+        state = decision.thread.state.as_str(),
+        "return to the bot requested by fulfillment"
+    );
+    Ok(("return", response))
+}
+
+async fn remember(svc: &Services, request: &WebhookRequest, page_id: &str, psid: &str) -> Answer {
+    let input = Input::RememberSession {
+        session: request.session.clone(),
+    };
+    apply(svc, page_id, psid, &input).await?;
+    Ok(("passthrough", request.own_response()))
+}

@@ -1,0 +1,229 @@
+//! Building the application: one function for `main` and for the tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::{App, HttpServer, web};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::app::{Services, Shared, policy_from};
+use crate::config::{GoogleCredentials, Settings};
+use crate::dialogflow::SessionSync;
+use crate::dialogflow::api::DialogflowClient;
+use crate::dialogflow::auth::{TokenSource, TokenSourceConfig};
+use crate::messenger::graph::{GraphClient, GraphSettings};
+use crate::metrics::Metrics;
+use crate::routes::{fulfillment, health, messenger};
+use crate::store::{Backend, Store};
+use crate::time::now_ms;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting turned out unusable at start (exit code 2).
+    #[error("{0}")]
+    Setting(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn http_client() -> reqwest::Client {
+    // rustls needs a process-wide crypto provider; installing it twice is harmless.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("messenger-handover/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, StartError> {
+    let http = http_client();
+    let timeout = Duration::from_millis(settings.http_timeout_ms);
+    let graph = GraphClient::new(
+        GraphSettings {
+            base: settings.graph_api_base.clone(),
+            version: settings.graph_api_version.clone(),
+            page_id: settings.fb_page_id.clone(),
+            page_token: settings.fb_page_access_token.clone(),
+            app_secret: settings.fb_app_secret.clone(),
+            timeout,
+        },
+        http.clone(),
+    );
+    let dialogflow = match &settings.dialogflow {
+        None => {
+            info!("context sync is off: DIALOGFLOW_PROJECT_ID is not set");
+            None
+        }
+        Some(df) => {
+            let (config, variable) = match &df.credentials {
+                GoogleCredentials::KeyFile(path) => (
+                    TokenSourceConfig::ServiceAccountFile(path.clone()),
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                ),
+                GoogleCredentials::MetadataServer { url } => (
+                    TokenSourceConfig::MetadataServer { url: url.clone() },
+                    "GOOGLE_METADATA_TOKEN_URL",
+                ),
+            };
+            let auth = TokenSource::build(config)
+                .await
+                .map_err(|e| StartError::Setting(format!("{variable}: {e}")))?;
+            info!(
+                project = df.project_id.as_str(),
+                location = df.location.as_str(),
+                credentials = auth.describe(),
+                mode = settings.context_on_return.as_str(),
+                "context sync is on"
+            );
+            let client =
+                DialogflowClient::new(http.clone(), df.api_base.clone(), Arc::new(auth), timeout)
+                    .with_explicit_base(df.api_base_explicit);
+            Some(Arc::new(client) as Arc<dyn SessionSync>)
+        }
+    };
+    Ok(Arc::new(Services {
+        policy: policy_from(&settings),
+        settings,
+        store,
+        graph,
+        dialogflow,
+        metrics: Metrics::default(),
+        wake: Notify::new(),
+    }))
+}
+
+pub struct Application {
+    port: u16,
+    server: ServerHandle,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    services: Shared,
+    stop_worker: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Connects and migrates the store, binds the listener and starts the worker.
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        let store = Store::connect(&settings.database_url).await?;
+        let applied = store.migrate().await?;
+        if applied > 0 {
+            info!(
+                applied,
+                backend = store.backend().as_str(),
+                "migrations applied"
+            );
+        }
+        if store.backend() == Backend::Sqlite {
+            // Only this process uses the file: jobs it was running when it died run again now.
+            let released = store.release_all_leases(now_ms()).await?;
+            if released > 0 {
+                warn!(
+                    released,
+                    "jobs interrupted by the last shutdown will run again"
+                );
+            }
+        }
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
+        let services = build_services(settings, store).await?;
+        Self::start(listener, services)
+    }
+
+    pub fn start(listener: TcpListener, services: Shared) -> Result<Application, StartError> {
+        let port = listener.local_addr()?.port();
+        let data = web::Data::from(services.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap_fn(|req, srv| {
+                    // Method and path only: the query string can hold the verify token.
+                    let method = req.method().to_string();
+                    let path = req.path().to_owned();
+                    let started = Instant::now();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        tracing::info!(
+                            method = method.as_str(),
+                            path = path.as_str(),
+                            status = res.status().as_u16(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "request"
+                        );
+                        Ok(res)
+                    }
+                })
+                .route("/fulfillment", web::post().to(fulfillment::fulfillment))
+                .route("/messenger", web::get().to(messenger::verify))
+                .route("/messenger", web::post().to(messenger::receive))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .route("/metrics", web::get().to(health::metrics))
+                .default_service(web::to(crate::routes::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(25)
+        .run();
+        let handle = server.handle();
+        let serving = tokio::spawn(server);
+        let stop_worker = CancellationToken::new();
+        let worker = tokio::spawn(crate::jobs::worker::run(
+            services.clone(),
+            stop_worker.clone(),
+        ));
+        info!(port, "listening");
+        Ok(Application {
+            port,
+            server: handle,
+            serving,
+            services,
+            stop_worker,
+            worker,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn services(&self) -> Shared {
+        self.services.clone()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C (actix-web handles both gracefully), then stops the worker.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = match self.serving.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        self.stop_worker.cancel();
+        let _ = self.worker.await;
+        self.services.store.close().await;
+        info!("stopped");
+        result
+    }
+
+    /// Stops everything gracefully (used by tests and the demo).
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        self.stop_worker.cancel();
+        let _ = self.worker.await;
+        self.services.store.close().await;
+    }
+
+    /// Stops as abruptly as a crash can be simulated in-process: the worker is aborted
+    /// without finishing its jobs (their leases stay held) and the server stops at once.
+    pub async fn kill(self) {
+        self.worker.abort();
+        let _ = self.worker.await;
+        self.server.stop(false).await;
+        self.services.store.close().await;
+    }
+}

@@ -1,5 +1,0 @@
-//! The Messenger Platform side: webhook events, signatures and the Graph API client.
-
-pub mod events;
-pub mod graph;
-pub mod signature;

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The long run of the adversarial model test (tests/chaos.rs, issue 8): random conversations
+# The long run of the adversarial model test (crates/service/tests/chaos.rs, issue 8): random conversations
 # of USERS users at once per seed, against the emulator with chaos on (webhook deliveries
 # delayed, duplicated, reordered, dropped; Graph API calls slow, failing, rate-limited,
 # applied-then-lost, dropped) and the service killed and restarted at random moments; then
@@ -41,7 +41,7 @@ echo "chaos: seeds $CHAOS_SEEDS, $CHAOS_USERS users × $CHAOS_STEPS steps, $CHAO
 rm -rf target/tmp/chaos
 status=0
 # shellcheck disable=SC2086
-cargo test $profile --test chaos -- --ignored --exact long_run --nocapture || status=$?
+cargo test $profile -p messenger-handover --test chaos -- --ignored --exact long_run --nocapture || status=$?
 if [ -d target/tmp/chaos ]; then
     echo "histories of the failing seeds: target/tmp/chaos/"
     ls target/tmp/chaos

@@ -285,6 +285,9 @@ impl Emulator {
         tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         let port = listener.local_addr()?.port();
+        // reqwest is built without a TLS provider of its own (see the workspace manifest);
+        // the emulator only speaks plain HTTP on loopback, but reqwest wants one installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .connect_timeout(Duration::from_secs(2))

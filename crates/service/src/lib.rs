@@ -16,3 +16,11 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
+
+/// Unit tests build HTTP clients directly: install the TLS provider before any test runs.
+#[cfg(test)]
+#[ctor::ctor(unsafe)]
+fn install_tls_for_unit_tests() {
+    tls::install();
+}

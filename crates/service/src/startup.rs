@@ -33,8 +33,7 @@ pub enum StartError {
 }
 
 pub fn http_client() -> reqwest::Client {
-    // rustls needs a process-wide crypto provider; installing it twice is harmless.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    crate::tls::install();
     reqwest::Client::builder()
         .user_agent(concat!("messenger-handover/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))

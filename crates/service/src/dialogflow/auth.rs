@@ -1,16 +1,20 @@
-//! Google OAuth2 access tokens for the Dialogflow API, via yup-oauth2.
+//! Google OAuth2 access tokens for the Dialogflow API: a service-account key (a JWT signed
+//! with RS256, exchanged at the key's `token_uri`) or the metadata server.
 //!
-//! Token values are never logged: errors and `Debug` output only describe where a token comes from.
+//! Hand-written over `reqwest` and `ring` rather than with an OAuth crate: the flow is one
+//! signed POST, and yup-oauth2 brought a second HTTP stack (hyper server, HTTP/2) and a
+//! second TLS provider into every build. Token values are never logged: errors and `Debug`
+//! output only describe where a token comes from.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use yup_oauth2::authenticator::{ApplicationDefaultCredentialsTypes, DefaultAuthenticator};
-use yup_oauth2::error::AuthErrorCode;
-use yup_oauth2::{
-    ApplicationDefaultCredentialsAuthenticator, ApplicationDefaultCredentialsFlowOpts,
-    ServiceAccountAuthenticator,
-};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
 
 use crate::secret::Secret;
 
@@ -20,12 +24,17 @@ pub const SCOPES: &[&str] = &[
     "https://www.googleapis.com/auth/dialogflow",
 ];
 
-/// The GCE / Cloud Run metadata server's token URL (same default as yup-oauth2).
+/// The GCE / Cloud Run metadata server's token URL.
 const DEFAULT_METADATA_TOKEN_URL: &str =
     "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token";
 
 /// Per-request timeout for token fetches.
 const TOKEN_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a signed assertion is valid (Google's maximum).
+const ASSERTION_LIFETIME_SECS: u64 = 3600;
+
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// Where access tokens come from.
 #[derive(Debug, Clone)]
@@ -80,14 +89,14 @@ pub struct TokenSource {
 }
 
 enum Kind {
-    /// yup-oauth2 (service account, or the metadata server), cached in memory by yup-oauth2.
-    Yup {
-        auth: DefaultAuthenticator,
-        describe: &'static str,
+    ServiceAccount {
+        flow: ServiceAccountFlow,
+        cache: TokenCache,
     },
-    /// The metadata server queried directly; used only when `GOOGLE_APPLICATION_CREDENTIALS`
-    /// is set, because yup-oauth2 then insists on the key file instead.
-    Metadata(MetadataFlow),
+    Metadata {
+        flow: MetadataFlow,
+        cache: TokenCache,
+    },
     Static(Secret),
 }
 
@@ -99,70 +108,35 @@ impl std::fmt::Debug for TokenSource {
     }
 }
 
+fn token_http_client(what: &str) -> Result<reqwest::Client, AuthError> {
+    crate::tls::install();
+    reqwest::Client::builder()
+        .timeout(TOKEN_FETCH_TIMEOUT)
+        .build()
+        .map_err(|e| {
+            AuthError::Config(format!(
+                "cannot set up the {what} client: {}",
+                e.without_url()
+            ))
+        })
+}
+
 impl TokenSource {
     /// Builds a token source. Service-account keys are read and parsed here, so a bad key file
     /// fails at startup rather than on the first API call.
     pub async fn build(cfg: TokenSourceConfig) -> Result<Self, AuthError> {
         let kind = match cfg {
-            TokenSourceConfig::ServiceAccountFile(path) => {
-                let key = yup_oauth2::read_service_account_key(&path)
-                    .await
-                    .map_err(|e| {
-                        AuthError::Config(format!(
-                            "cannot read service account key file {}: {e}",
-                            path.display()
-                        ))
-                    })?;
-                check_url("token_uri", &key.token_uri).map_err(|e| {
-                    AuthError::Config(format!("service account key file {}: {e}", path.display()))
-                })?;
-                let auth = ServiceAccountAuthenticator::builder(key)
-                    .with_timeout(TOKEN_FETCH_TIMEOUT)
-                    .build()
-                    .await
-                    .map_err(|e| {
-                        AuthError::Config(format!(
-                            "service account key file {} is not usable: {e}",
-                            path.display()
-                        ))
-                    })?;
-                Kind::Yup {
-                    auth,
-                    describe: "service account key file",
-                }
-            }
+            TokenSourceConfig::ServiceAccountFile(path) => Kind::ServiceAccount {
+                flow: ServiceAccountFlow::from_file(&path).await?,
+                cache: TokenCache::default(),
+            },
             TokenSourceConfig::MetadataServer { url } => {
                 if let Some(url) = &url {
                     check_url("metadata server URL", url).map_err(AuthError::Config)?;
                 }
-                let opts = ApplicationDefaultCredentialsFlowOpts {
-                    metadata_url: url.clone(),
-                };
-                // yup-oauth2 12.1 has no public way to build the metadata flow directly: its ADC
-                // builder picks the key file whenever GOOGLE_APPLICATION_CREDENTIALS is set.
-                match ApplicationDefaultCredentialsAuthenticator::builder(opts).await {
-                    ApplicationDefaultCredentialsTypes::InstanceMetadata(builder) => {
-                        let auth = builder
-                            .with_timeout(TOKEN_FETCH_TIMEOUT)
-                            .build()
-                            .await
-                            .map_err(|e| {
-                                AuthError::Config(format!(
-                                    "cannot set up the metadata server client: {e}"
-                                ))
-                            })?;
-                        Kind::Yup {
-                            auth,
-                            describe: "metadata server",
-                        }
-                    }
-                    ApplicationDefaultCredentialsTypes::ServiceAccount(_) => {
-                        tracing::warn!(
-                            "GOOGLE_APPLICATION_CREDENTIALS is set but the metadata server was \
-                             configured; querying the metadata server directly and ignoring it"
-                        );
-                        Kind::Metadata(MetadataFlow::new(url)?)
-                    }
+                Kind::Metadata {
+                    flow: MetadataFlow::new(url)?,
+                    cache: TokenCache::default(),
                 }
             }
             TokenSourceConfig::Static(token) => {
@@ -175,11 +149,14 @@ impl TokenSource {
         Ok(Self { kind })
     }
 
-    /// A metadata-server source that never goes through yup-oauth2 (tests of the fallback).
+    /// A metadata-server source built without checking the URL (tests of the flow).
     #[cfg(test)]
     fn direct_metadata(url: Option<String>) -> Result<Self, AuthError> {
         Ok(Self {
-            kind: Kind::Metadata(MetadataFlow::new(url)?),
+            kind: Kind::Metadata {
+                flow: MetadataFlow::new(url)?,
+                cache: TokenCache::default(),
+            },
         })
     }
 
@@ -196,8 +173,8 @@ impl TokenSource {
     /// Where tokens come from, for logs.
     pub fn describe(&self) -> &'static str {
         match &self.kind {
-            Kind::Yup { describe, .. } => describe,
-            Kind::Metadata(_) => "metadata server",
+            Kind::ServiceAccount { .. } => "service account key file",
+            Kind::Metadata { .. } => "metadata server",
             Kind::Static(_) => "static token",
         }
     }
@@ -205,47 +182,212 @@ impl TokenSource {
     /// Token fetch with its retry classification.
     pub(crate) async fn fetch(&self, force_refresh: bool) -> Result<String, TokenFailure> {
         match &self.kind {
-            Kind::Yup { auth, .. } => {
-                let result = if force_refresh {
-                    auth.force_refreshed_token(SCOPES).await
-                } else {
-                    auth.token(SCOPES).await
-                };
-                let token = result.map_err(classify_yup_error)?;
-                match token.token() {
-                    Some(t) if !t.is_empty() => Ok(t.to_owned()),
-                    _ => Err(TokenFailure::permanent(
-                        "the token endpoint answered without an access_token".into(),
-                    )),
-                }
-            }
-            Kind::Metadata(flow) => flow.token(force_refresh).await,
+            Kind::ServiceAccount { flow, cache } => cache.get(force_refresh, || flow.fetch()).await,
+            Kind::Metadata { flow, cache } => cache.get(force_refresh, || flow.fetch()).await,
             Kind::Static(token) => Ok(token.expose().to_owned()),
         }
     }
 }
 
-fn classify_yup_error(err: yup_oauth2::Error) -> TokenFailure {
-    use yup_oauth2::Error as E;
-    let message = err.to_string();
-    match &err {
-        // connection failures and timeouts
-        E::HttpError(_) | E::HttpClientError(_) => TokenFailure::transient(message),
-        // a non-JSON answer: typically a proxy or load balancer error page
-        E::JSONError(_) => TokenFailure::transient(message),
-        E::AuthError(auth) => match &auth.error {
-            AuthErrorCode::Other(code)
-                if code == "server_error" || code == "temporarily_unavailable" =>
-            {
-                TokenFailure::transient(message)
-            }
-            _ => TokenFailure::permanent(message),
-        },
-        _ => TokenFailure::permanent(message),
+/// The last token and when to fetch a new one; one fetch in flight at a time.
+#[derive(Default)]
+struct TokenCache(tokio::sync::Mutex<Option<CachedToken>>);
+
+struct CachedToken {
+    token: Secret,
+    refresh_after: Instant,
+}
+
+impl TokenCache {
+    async fn get<F, Fut>(&self, force_refresh: bool, fetch: F) -> Result<String, TokenFailure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(String, Duration), TokenFailure>>,
+    {
+        let mut cache = self.0.lock().await;
+        if !force_refresh
+            && let Some(cached) = cache.as_ref()
+            && Instant::now() < cached.refresh_after
+        {
+            return Ok(cached.token.expose().to_owned());
+        }
+        let (token, lifetime) = fetch().await?;
+        *cache = Some(CachedToken {
+            token: Secret::new(token.clone()),
+            refresh_after: Instant::now() + lifetime,
+        });
+        Ok(token)
     }
 }
 
-/// Rejects URLs that yup-oauth2 could not turn into a request (it would panic on them).
+/// A token endpoint's answer (the OAuth token endpoint and the metadata server alike).
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+    token_type: Option<String>,
+}
+
+impl TokenAnswer {
+    /// The token and how long to use it: until a minute before it expires, or 5 minutes when
+    /// the answer does not say.
+    fn into_token(self, from: &str) -> Result<(String, Duration), TokenFailure> {
+        if let Some(kind) = self.token_type.as_deref()
+            && !kind.eq_ignore_ascii_case("bearer")
+        {
+            return Err(TokenFailure::permanent(format!(
+                "{from} returned token type {kind:?}, expected Bearer"
+            )));
+        }
+        let token = self.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            TokenFailure::permanent(format!("{from} answered without an access_token"))
+        })?;
+        let lifetime = self.expires_in.map_or(Duration::from_secs(300), |secs| {
+            Duration::from_secs(secs.saturating_sub(60))
+        });
+        Ok((token, lifetime))
+    }
+}
+
+/// The fields of a service-account key file this flow needs.
+#[derive(serde::Deserialize)]
+struct KeyFile {
+    client_email: String,
+    private_key: String,
+    token_uri: String,
+    private_key_id: Option<String>,
+}
+
+/// The service-account flow: a JWT (RS256, signed with the key) exchanged for a token.
+struct ServiceAccountFlow {
+    http: reqwest::Client,
+    client_email: String,
+    token_uri: String,
+    key_id: Option<String>,
+    key: RsaKeyPair,
+}
+
+impl ServiceAccountFlow {
+    async fn from_file(path: &Path) -> Result<Self, AuthError> {
+        let bad = |what: String| {
+            AuthError::Config(format!(
+                "service account key file {}: {what}",
+                path.display()
+            ))
+        };
+        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+            AuthError::Config(format!(
+                "cannot read service account key file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let file: KeyFile = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("not a service account key: {e}")))?;
+        check_url("token_uri", &file.token_uri).map_err(bad)?;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(file.private_key.as_bytes())
+            .map_err(|e| bad(format!("private_key is not a PKCS#8 PEM key: {e}")))?;
+        let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
+            .map_err(|e| bad(format!("private_key is not a usable RSA key: {e}")))?;
+        Ok(Self {
+            http: token_http_client("token endpoint")?,
+            client_email: file.client_email,
+            token_uri: file.token_uri,
+            key_id: file.private_key_id,
+            key,
+        })
+    }
+
+    /// The signed JWT asking `token_uri` for a token with [`SCOPES`], issued at `now` (epoch s).
+    fn assertion(&self, now: u64) -> Result<String, TokenFailure> {
+        let mut header = json!({"alg": "RS256", "typ": "JWT"});
+        if let Some(kid) = &self.key_id {
+            header["kid"] = json!(kid);
+        }
+        let claims = json!({
+            "iss": self.client_email,
+            "scope": SCOPES.join(" "),
+            "aud": self.token_uri,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECS,
+        });
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0; self.key.public().modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                signed.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| TokenFailure::permanent("signing the token request failed".into()))?;
+        Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+
+    async fn fetch(&self) -> Result<(String, Duration), TokenFailure> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let assertion = self.assertion(now)?;
+        let response = self
+            .http
+            .post(&self.token_uri)
+            .form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", &assertion)])
+            .send()
+            .await
+            .map_err(|e| {
+                TokenFailure::transient(format!("token request failed: {}", e.without_url()))
+            })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| {
+            TokenFailure::transient(format!(
+                "reading the token answer failed: {}",
+                e.without_url()
+            ))
+        })?;
+        if !status.is_success() {
+            return Err(oauth_error(status, &body));
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
+            // typically a proxy or load balancer error page
+            TokenFailure::transient(format!("the token endpoint's answer is not a token: {e}"))
+        })?;
+        answer.into_token("the token endpoint")
+    }
+}
+
+/// An OAuth error answer (RFC 6749 §5.2): server-side trouble is worth a retry, a rejected
+/// grant or client is not.
+fn oauth_error(status: reqwest::StatusCode, body: &[u8]) -> TokenFailure {
+    #[derive(serde::Deserialize)]
+    struct OAuthError {
+        error: Option<String>,
+        error_description: Option<String>,
+    }
+    let parsed: Option<OAuthError> = serde_json::from_slice(body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|e| e.error.clone())
+        .unwrap_or_default();
+    let description = parsed.and_then(|e| e.error_description).unwrap_or_default();
+    let message = format!(
+        "the token endpoint answered HTTP {}: {code} {description}",
+        status.as_u16()
+    )
+    .trim_end()
+    .to_owned();
+    let server_side = matches!(code.as_str(), "server_error" | "temporarily_unavailable");
+    if server_side || status.is_server_error() || status.as_u16() == 429 {
+        TokenFailure::transient(message)
+    } else {
+        TokenFailure::permanent(message)
+    }
+}
+
+/// Rejects URLs that cannot be a token endpoint: no host, a query, spaces, another scheme.
 fn check_url(what: &str, url: &str) -> Result<(), String> {
     if url.is_empty() || !url.chars().all(|c| c.is_ascii_graphic()) {
         return Err(format!(
@@ -264,58 +406,18 @@ fn check_url(what: &str, url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Direct metadata-server token flow (same request as yup-oauth2's: `GET <url>?scopes=a,b`
-/// with `Metadata-Flavor: Google`), with an in-memory cache and a single fetch in flight.
+/// The metadata-server flow: `GET <url>?scopes=a,b` with `Metadata-Flavor: Google`.
 struct MetadataFlow {
     http: reqwest::Client,
     url: String,
-    cache: tokio::sync::Mutex<Option<CachedToken>>,
-}
-
-struct CachedToken {
-    token: Secret,
-    refresh_after: Instant,
-}
-
-#[derive(serde::Deserialize)]
-struct MetadataToken {
-    access_token: Option<String>,
-    expires_in: Option<u64>,
-    token_type: Option<String>,
 }
 
 impl MetadataFlow {
     fn new(url: Option<String>) -> Result<Self, AuthError> {
-        let http = reqwest::Client::builder()
-            .timeout(TOKEN_FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| {
-                AuthError::Config(format!(
-                    "cannot set up the metadata server client: {}",
-                    e.without_url()
-                ))
-            })?;
         Ok(Self {
-            http,
+            http: token_http_client("metadata server")?,
             url: url.unwrap_or_else(|| DEFAULT_METADATA_TOKEN_URL.to_owned()),
-            cache: tokio::sync::Mutex::new(None),
         })
-    }
-
-    async fn token(&self, force_refresh: bool) -> Result<String, TokenFailure> {
-        let mut cache = self.cache.lock().await;
-        if !force_refresh
-            && let Some(cached) = cache.as_ref()
-            && Instant::now() < cached.refresh_after
-        {
-            return Ok(cached.token.expose().to_owned());
-        }
-        let (token, lifetime) = self.fetch().await?;
-        *cache = Some(CachedToken {
-            token: Secret::new(token.clone()),
-            refresh_after: Instant::now() + lifetime,
-        });
-        Ok(token)
     }
 
     async fn fetch(&self) -> Result<(String, Duration), TokenFailure> {
@@ -347,27 +449,10 @@ impl MetadataFlow {
                 TokenFailure::permanent(message)
             });
         }
-        let parsed: MetadataToken = serde_json::from_slice(&body).map_err(|e| {
+        let parsed: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
             TokenFailure::transient(format!("metadata server answer is not a token: {e}"))
         })?;
-        if let Some(kind) = parsed.token_type.as_deref()
-            && !kind.eq_ignore_ascii_case("bearer")
-        {
-            return Err(TokenFailure::permanent(format!(
-                "metadata server returned token type {kind:?}, expected Bearer"
-            )));
-        }
-        let token = parsed
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                TokenFailure::permanent("metadata server answered without an access_token".into())
-            })?;
-        // like yup-oauth2: refresh one minute early; without expires_in, re-fetch after 5 minutes
-        let lifetime = parsed.expires_in.map_or(Duration::from_secs(300), |secs| {
-            Duration::from_secs(secs.saturating_sub(60))
-        });
-        Ok((token, lifetime))
+        parsed.into_token("metadata server")
     }
 }
 
@@ -512,5 +597,46 @@ mod tests {
         let source =
             TokenSource::direct_metadata(Some("http://127.0.0.1:9/token".to_owned())).unwrap();
         assert!(source.fetch(false).await.unwrap_err().transient);
+    }
+
+    /// The assertion is a JWT that Google can verify: RS256 over `header.claims` with the
+    /// key file's key (checked here with the `rsa` crate, independent of `ring`).
+    #[tokio::test]
+    async fn the_assertion_is_an_rs256_jwt_signed_with_the_key() {
+        use rsa::pkcs1v15::{Signature, VerifyingKey};
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        use rsa::signature::Verifier;
+
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let pem = private.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.json");
+        let file = json!({
+            "type": "service_account",
+            "client_email": "bot@p.iam.gserviceaccount.com",
+            "private_key": pem.as_str(),
+            "private_key_id": "k1",
+            "token_uri": "https://oauth2.example/token",
+        });
+        std::fs::write(&path, file.to_string()).unwrap();
+        let flow = ServiceAccountFlow::from_file(&path).await.unwrap();
+
+        let jwt = flow.assertion(1_700_000_000).unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&decode(parts[0])).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&decode(parts[1])).unwrap();
+        assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}));
+        assert_eq!(claims["iss"], "bot@p.iam.gserviceaccount.com");
+        assert_eq!(claims["aud"], "https://oauth2.example/token");
+        assert_eq!(claims["scope"], SCOPES.join(" "));
+        assert_eq!(claims["exp"], 1_700_000_000u64 + ASSERTION_LIFETIME_SECS);
+
+        let verifier = VerifyingKey::<rsa::sha2::Sha256>::new(private.to_public_key());
+        let signature = Signature::try_from(decode(parts[2]).as_slice()).unwrap();
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        verifier.verify(signed.as_bytes(), &signature).unwrap();
+        assert!(verifier.verify(b"tampered", &signature).is_err());
     }
 }

@@ -269,6 +269,9 @@ async fn process_event(
     }
 }
 
+/// How long an in-doubt call waits for the thread's received events to be applied.
+const FACTS_FIRST_WAIT_MS: i64 = 200;
+
 /// Our own thread-control call.
 #[derive(Clone, Copy)]
 enum Control<'a> {
@@ -332,7 +335,18 @@ async fn thread_control(
         }
     };
     if job.in_doubt {
-        // An earlier attempt may have been applied: ask before calling again.
+        // An earlier attempt may have been applied. Its own webhook event, which names its
+        // epoch, settles that exactly; `thread_owner` cannot tell "never applied" from
+        // "applied and already handed back". So facts already received are applied first.
+        if svc.store.facts_waiting(page_id, psid, started_at).await? {
+            let retry = Finish::Retry {
+                run_at: started_at + FACTS_FIRST_WAIT_MS,
+                error: "waiting for this thread's received events before verifying".into(),
+                in_doubt: true,
+            };
+            return finish(svc, job, retry).await;
+        }
+        // Then ask before calling again.
         match verify(svc, job, psid).await {
             Err(outcome) => return outcome,
             Ok(Some(owner)) => {

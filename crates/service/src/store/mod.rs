@@ -47,8 +47,7 @@ impl Backend {
     }
 }
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+mod migrations;
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -108,10 +107,7 @@ impl Store {
     }
 
     fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        }
+        migrations::migrator(self.backend)
     }
 
     /// Applies the embedded migrations. On PostgreSQL sqlx holds an advisory lock while it

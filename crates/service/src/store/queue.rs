@@ -333,6 +333,26 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Whether facts about the thread are stored but not yet applied: unfinished jobs in its
+    /// events lane that were due by `now`.
+    pub async fn facts_waiting(
+        &self,
+        page_id: &str,
+        psid: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let lane = JobPayload::ProcessEvent { event_id: 0 }.lane(&thread_key(page_id, psid));
+        let waiting: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE thread_key = $1 AND status IN ('pending', 'running') \
+             AND run_at <= $2 LIMIT 1",
+        )
+        .bind(lane)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(waiting.is_some())
+    }
+
     /// Lengthens the lease of a job that is still running.
     pub async fn extend_lease(&self, job: &ClaimedJob, until: i64) -> Result<bool, StoreError> {
         let result = sqlx::query(

@@ -6,7 +6,8 @@
 //! Each setting is declared once in `declare.rs` (name, scope, kind with range or choices,
 //! default, doc); `spec.rs` says what a declaration is and checks values against it, `raw.rs`
 //! gathers the raw text, `read.rs` reads it typed. Checks between settings stay here, after
-//! the typed read.
+//! the typed read. Hand-written rather than `figment`/`config`/`envy`: those stop at the
+//! first bad value and know nothing of scope or of the README table.
 
 pub mod declare;
 mod raw;

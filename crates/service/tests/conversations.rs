@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::db::Db;
-use common::emulated::Emulated;
+use common::emulated::{Emulated, json_of};
 use handover_core::State;
 use handover_emulator::PAGE_INBOX_APP_ID;
 
@@ -274,26 +274,20 @@ async fn demo_serve_can_be_played_by_hand() {
         }
     };
     let client = reqwest::Client::new();
-    let said: serde_json::Value = client
-        .post(format!("{control}/users/42/says"))
-        .body("I want to talk to a human")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let said = json_of(
+        client
+            .post(format!("{control}/users/42/says"))
+            .body("I want to talk to a human"),
+    )
+    .await;
     assert_eq!(said["owner"], "page inbox", "{said}");
     assert_eq!(said["state"], "HUMAN");
-    let back: serde_json::Value = client
-        .post(format!("{control}/users/42/says"))
-        .body("back to bot")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let back = json_of(
+        client
+            .post(format!("{control}/users/42/says"))
+            .body("back to bot"),
+    )
+    .await;
     assert_eq!(back["state"], "BOT", "{back}");
     let calls = back["calls"].to_string();
     assert!(calls.contains("take_thread_control"), "{calls}");

@@ -74,11 +74,8 @@ async fn a_pass_to_the_inbox_reaches_the_companion_and_then_the_bot_may_not_send
     assert_eq!((status, body), (200, json!({ "success": true })));
     assert_eq!(emu.owner(PSID).as_deref(), Some(PAGE_INBOX_APP_ID));
     emu.flush().await;
-    let ds = companion.deliveries().await;
-    let passes = find(&ds, "pass_thread_control");
-    assert_eq!(passes.len(), 1);
-    let ev = &passes[0].1["pass_thread_control"];
-    assert_eq!(passes[0].0, "messaging");
+    let (channel, ev) = companion.only("pass_thread_control").await;
+    assert_eq!(channel, "messaging");
     assert_eq!(ev["new_owner_app_id"], PAGE_INBOX_APP_ID);
     assert_eq!(ev["previous_owner_app_id"], cfg.bot_app_id.as_str());
     assert_eq!(ev["metadata"], "handover");
@@ -148,17 +145,9 @@ async fn take_with_a_target_app_id_is_a_protocol_error_and_a_plain_take_works() 
     assert_eq!((status, body), (200, json!({ "success": true })));
     assert_eq!(emu.owner(PSID).as_deref(), Some(cfg.bot_app_id.as_str()));
     emu.flush().await;
-    let ds = companion.deliveries().await;
-    let takes = find(&ds, "take_thread_control");
-    assert_eq!(takes.len(), 1);
-    assert_eq!(
-        takes[0].1["take_thread_control"]["new_owner_app_id"],
-        cfg.bot_app_id.as_str()
-    );
-    assert_eq!(
-        takes[0].1["take_thread_control"]["previous_owner_app_id"],
-        PAGE_INBOX_APP_ID
-    );
+    let (_, take) = companion.only("take_thread_control").await;
+    assert_eq!(take["new_owner_app_id"], cfg.bot_app_id.as_str());
+    assert_eq!(take["previous_owner_app_id"], PAGE_INBOX_APP_ID);
     emu.stop().await;
 }
 
@@ -194,10 +183,8 @@ async fn an_agent_reply_while_the_bot_owns_makes_the_inbox_take_control() {
     emu.agent_replies(PSID, "Hi, I'm Sam from support").await;
 
     assert_eq!(emu.owner(PSID).as_deref(), Some(PAGE_INBOX_APP_ID));
+    let (_, ev) = companion.only("take_thread_control").await;
     let ds = companion.deliveries().await;
-    let takes = find(&ds, "take_thread_control");
-    assert_eq!(takes.len(), 1);
-    let ev = &takes[0].1["take_thread_control"];
     assert_eq!(ev["previous_owner_app_id"], cfg.bot_app_id.as_str());
     assert_eq!(ev["new_owner_app_id"], PAGE_INBOX_APP_ID);
     let last = ds.last().expect("an echo");
@@ -230,10 +217,7 @@ async fn agent_marks_done_passes_the_thread_back_to_the_bot() {
     emu.agent_marks_done(PSID).await;
 
     assert_eq!(emu.owner(PSID).as_deref(), Some(cfg.bot_app_id.as_str()));
-    let ds = companion.deliveries().await;
-    let passes = find(&ds, "pass_thread_control");
-    assert_eq!(passes.len(), 1);
-    let ev = &passes[0].1["pass_thread_control"];
+    let (_, ev) = companion.only("pass_thread_control").await;
     assert_eq!(ev["new_owner_app_id"], cfg.bot_app_id.as_str());
     assert_eq!(ev["previous_owner_app_id"], PAGE_INBOX_APP_ID);
     emu.stop().await;
@@ -245,11 +229,9 @@ async fn the_inbox_requesting_control_notifies_the_companion() {
     let cfg = emu.config();
     emu.user_says(PSID, "hi").await;
     emu.inbox_requests_control(PSID).await;
-    let ds = companion.deliveries().await;
-    let reqs = find(&ds, "request_thread_control");
-    assert_eq!(reqs.len(), 1);
+    let (_, request) = companion.only("request_thread_control").await;
     assert_eq!(
-        reqs[0].1["request_thread_control"]["requested_owner_app_id"].to_string(),
+        request["requested_owner_app_id"].to_string(),
         PAGE_INBOX_APP_ID
     );
     assert_eq!(emu.owner(PSID).as_deref(), Some(cfg.bot_app_id.as_str()));
@@ -583,12 +565,10 @@ async fn a_postback_reaches_the_bot_with_its_payload_and_the_companion_without()
     emu.user_taps_postback(PSID, "Back to the bot", "BACK_TO_BOT")
         .await;
 
-    let ds = companion.deliveries().await;
-    let pbs = find(&ds, "postback");
-    assert_eq!(pbs.len(), 1);
-    assert_eq!(pbs[0].0, "standby");
-    assert_eq!(pbs[0].1["postback"]["title"], "Back to the bot");
-    assert!(pbs[0].1["postback"].get("payload").is_none());
+    let (channel, postback) = companion.only("postback").await;
+    assert_eq!(channel, "standby");
+    assert_eq!(postback["title"], "Back to the bot");
+    assert!(postback.get("payload").is_none());
     // The integration matched "Return to bot" but could not answer: the inbox owns the thread.
     assert!(
         emu.log()
@@ -621,15 +601,7 @@ async fn the_contexts_api_needs_an_issued_token() {
     assert_eq!(emu.errors().len(), 2);
 
     let t = token(&emu).await;
-    let body: Value = http
-        .get(&url)
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_of(http.get(&url).bearer_auth(&t)).await;
     let ids: Vec<&str> = body["contexts"]
         .as_array()
         .unwrap()
@@ -657,15 +629,7 @@ async fn the_contexts_api_needs_an_issued_token() {
             .any(|c| c.0 == "bot_active" && c.1 == 3)
     );
     let one = format!("{url}/bot_active");
-    let body: Value = http
-        .get(&one)
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_of(http.get(&one).bearer_auth(&t)).await;
     assert_eq!(body["lifespanCount"], 3);
     let r = http.delete(&one).bearer_auth(&t).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -706,15 +670,11 @@ async fn the_contexts_api_needs_an_issued_token() {
     let r = http.get(&url).bearer_auth(&mt).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
-    let agent: Value = http
-        .get(format!("{}/v2/projects/demo-agent/agent", emu.base_url()))
-        .bearer_auth(&mt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agent = json_of(
+        http.get(format!("{}/v2/projects/demo-agent/agent", emu.base_url()))
+            .bearer_auth(&mt),
+    )
+    .await;
     assert_eq!(agent["parent"], "projects/demo-agent");
     assert_eq!(agent["timeZone"], "Europe/Paris");
     emu.stop().await;

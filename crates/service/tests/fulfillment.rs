@@ -10,10 +10,9 @@ use handover_core::jobs::JobPayload;
 use messenger_handover::messenger::signature::appsecret_proof;
 use messenger_handover::store::JobStatus;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer};
+use wiremock::MockServer;
 
-use common::mocks::{graph_error, graph_ok, graph_path, ok, success};
+use common::mocks::{edge, graph_error, graph_ok, graph_path, ok, success};
 
 async fn wrong_and_missing_credentials(db: Db) {
     let db = TestDb::new(db).await;
@@ -248,15 +247,13 @@ async fn the_console_simulator_gets_the_intent_text_and_nothing_else() {
 async fn graph_500_twice_then_success_passes_once(db: Db) {
     let db = TestDb::new(db).await;
     let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(graph_path("pass_thread_control")))
+    edge("POST", "pass_thread_control")
         .respond_with(graph_error(500, 1, None, "An unknown error occurred"))
         .up_to_n_times(2)
         .with_priority(1)
         .mount(&graph)
         .await;
-    Mock::given(method("POST"))
-        .and(path(graph_path("pass_thread_control")))
+    edge("POST", "pass_thread_control")
         .respond_with(success())
         .with_priority(2)
         .mount(&graph)
@@ -276,13 +273,11 @@ both_backends!(graph_500_twice_then_success_passes_once);
 async fn a_permanent_graph_error_is_not_retried(db: Db) {
     let db = TestDb::new(db).await;
     let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(graph_path("pass_thread_control")))
+    edge("POST", "pass_thread_control")
         .respond_with(graph_error(400, 200, None, "(#200) Permissions error"))
         .mount(&graph)
         .await;
-    Mock::given(method("POST"))
-        .and(path(graph_path("messages")))
+    edge("POST", "messages")
         .respond_with(ok(json!({"message_id": "m_1"})))
         .mount(&graph)
         .await;
@@ -328,8 +323,7 @@ both_backends!(a_permanent_graph_error_is_not_retried);
 async fn another_app_controlling_the_thread_is_recorded(db: Db) {
     let db = TestDb::new(db).await;
     let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(graph_path("pass_thread_control")))
+    edge("POST", "pass_thread_control")
         .respond_with(graph_error(
             400,
             10,

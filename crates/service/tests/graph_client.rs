@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::app::{INBOX, PSID};
 use common::graph_api::*;
-use common::mocks::{graph_error, ok, success};
+use common::mocks::{edge, graph_error, ok, success};
 use messenger_handover::messenger::graph::{
     GraphError, MessagingType, QuickReply, SentMessage, ThreadOwner,
 };

@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::app::*;
 use handover_core::State;
@@ -15,7 +14,7 @@ use messenger_handover::config::{DEFAULT_HANDOVER_FAILED_MESSAGE, DEFAULT_WELCOM
 use messenger_handover::store::{JobStatus, Store};
 use messenger_handover::time::{DAY_MS, now_ms};
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path, path_regex};
+use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use common::mocks::*;
@@ -33,24 +32,6 @@ fn take_event(ts: i64, metadata: Option<&str>) -> String {
         "metadata": metadata,
     });
     v.to_string()
-}
-
-/// Waits until `f` gives a value (or panics after 10 s).
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// A mock answer that notes when it was given (epoch ms, the clock the service stores).
@@ -402,8 +383,7 @@ async fn the_reconciler_backs_off_and_does_not_starve(db: Db) {
 
     let graph = MockServer::start().await;
     mount_owner(&graph, &passing, Some(APP_ID)).await;
-    Mock::given(method("GET"))
-        .and(path(graph_path("thread_owner")))
+    edge("GET", "thread_owner")
         .respond_with(owner_is(Some(INBOX)))
         .mount(&graph)
         .await;

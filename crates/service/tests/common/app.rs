@@ -264,6 +264,24 @@ where
     }
 }
 
+/// Waits until `f` gives a value (or panics after 10 s).
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub fn query_param(req: &wiremock::Request, name: &str) -> Option<String> {
     req.url
         .query_pairs()

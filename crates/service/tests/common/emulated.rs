@@ -250,6 +250,15 @@ impl Companion {
     pub async fn deliveries(&self) -> Vec<(String, Value)> {
         deliveries(&self.server, &self.secret).await
     }
+
+    /// The one delivery so far of a `kind` of event (`pass_thread_control`, `postback`, …):
+    /// its entry key and the event's `kind` object.
+    pub async fn only(&self, kind: &str) -> (String, Value) {
+        let all = self.deliveries().await;
+        let found = find(&all, kind);
+        assert_eq!(found.len(), 1, "one {kind} in {all:?}");
+        (found[0].0.clone(), found[0].1[kind].clone())
+    }
 }
 
 /// An emulator whose companion webhook is [`companion`].
@@ -303,8 +312,14 @@ pub async fn deliveries(server: &MockServer, secret: &str) -> Vec<(String, Value
 }
 
 /// The deliveries of one kind of event (`pass_thread_control`, `postback`, …).
-pub fn find<'a>(ds: &'a [(String, Value)], kind: &str) -> Vec<&'a (String, Value)> {
+fn find<'a>(ds: &'a [(String, Value)], kind: &str) -> Vec<&'a (String, Value)> {
     ds.iter().filter(|(_, e)| e.get(kind).is_some()).collect()
+}
+
+/// Sends `request` and reads its answer as JSON.
+pub async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    let resp = request.send().await.expect("request");
+    resp.json().await.expect("a JSON answer")
 }
 
 /// An access token from the emulator's OAuth token endpoint (a jwt-bearer grant).

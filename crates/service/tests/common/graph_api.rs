@@ -10,6 +10,8 @@ use messenger_handover::secret::Secret;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
+use super::mocks::edge;
+
 /// Secrets that must never show in an error (they say so, to be found if they do).
 pub const TOKEN: &str = "EAAGpagetokenSECRET123";
 pub const APP_SECRET: &str = "appsecretVALUE456";
@@ -46,11 +48,6 @@ pub fn client_with(settings: GraphSettings) -> GraphClient {
 /// The appsecret_proof of [`TOKEN`].
 pub fn proof() -> String {
     appsecret_proof(APP_SECRET, TOKEN)
-}
-
-/// A mock of `METHOD /v25.0/{PAGE}/{edge}`.
-pub fn edge(verb: &str, edge: &str) -> MockBuilder {
-    Mock::given(method(verb)).and(path(format!("/v25.0/{PAGE}/{edge}")))
 }
 
 /// A mock of `METHOD {path}` that also checks the page token and its appsecret_proof.

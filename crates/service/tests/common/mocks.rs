@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use wiremock::matchers::{header, method, path, path_regex, query_param};
 
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockBuilder, MockServer, Request, Respond, ResponseTemplate};
 
 use super::app::*;
 use super::google::write_service_account_key;
@@ -51,6 +51,11 @@ pub fn graph_path(edge: &str) -> String {
     format!("/{GRAPH_VERSION}/{PAGE_ID}/{edge}")
 }
 
+/// A mock of `METHOD /v25.0/{PAGE_ID}/{edge}`.
+pub fn edge(verb: &str, edge: &str) -> MockBuilder {
+    Mock::given(method(verb)).and(path(graph_path(edge)))
+}
+
 /// A Graph API that accepts every POST (`{"success": true}`) and knows no GET.
 pub async fn graph_ok() -> MockServer {
     let graph = MockServer::start().await;
@@ -64,8 +69,7 @@ pub async fn graph_ok() -> MockServer {
 /// `thread_owner` about `psid` answers `owner` (the app, or idle when `None`). It wins over
 /// any other `thread_owner` answer.
 pub async fn mount_owner(graph: &MockServer, psid: &str, owner: Option<&str>) {
-    Mock::given(method("GET"))
-        .and(path(graph_path("thread_owner")))
+    edge("GET", "thread_owner")
         .and(query_param("recipient", psid))
         .respond_with(owner_is(owner))
         .with_priority(1)

@@ -63,6 +63,12 @@ async fn a_finished_test_leaves_no_database_behind() {
     drop(db);
     assert!(!exists(&name).await, "{name} was left behind");
     store.close().await;
+
+    // The same without blocking the thread.
+    let db = TestDb::new(Db::Postgres).await;
+    let name = db.postgres_name().unwrap().to_owned();
+    db.close().await;
+    assert!(!exists(&name).await, "{name} was left behind");
 }
 
 #[tokio::test]

@@ -26,6 +26,14 @@ struct PgDatabase {
     name: String,
 }
 
+impl PgDatabase {
+    /// Drops it, with any connection a service still holds to it.
+    async fn drop_it(&self) -> Result<(), sqlx::Error> {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        run_admin(&self.admin_url, &sql).await
+    }
+}
+
 impl TestDb {
     /// Panics when PostgreSQL is asked for without TEST_POSTGRES_URL: `both_backends!` builds
     /// those variants ignored then, so only `--ignored` gets here.
@@ -63,6 +71,16 @@ impl TestDb {
         self.dir.path().to_path_buf()
     }
 
+    /// Drops the database now, without blocking the thread: for a scope that goes on while
+    /// other tests' work shares its thread (the chaos seeds). `Drop` does it otherwise.
+    pub async fn close(mut self) {
+        if let Some(pg) = self.postgres.take() {
+            pg.drop_it().await.unwrap_or_else(|e| {
+                panic!("the test database {} could not be dropped: {e}", pg.name)
+            });
+        }
+    }
+
     /// The PostgreSQL database's name (`None` on SQLite).
     pub fn postgres_name(&self) -> Option<&str> {
         self.postgres.as_ref().map(|pg| pg.name.as_str())
@@ -71,18 +89,18 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(PgDatabase { admin_url, name }) = self.postgres.take() else {
+        let Some(pg) = self.postgres.take() else {
             return;
         };
+        let name = pg.name.clone();
         // `Drop` cannot await, and may run inside the test's runtime (where blocking on it
         // would panic) or while unwinding: a fresh runtime on a plain thread does the drop.
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
         let dropped = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("a runtime for the drop")
-                .block_on(run_admin(&admin_url, &sql))
+                .block_on(pg.drop_it())
         })
         .join();
         match dropped {

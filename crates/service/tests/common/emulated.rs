@@ -20,7 +20,7 @@ use super::db::{Db, TestDb};
 /// Stopping it, or dropping it, also drops the database.
 pub struct Emulated {
     world: World,
-    _db: TestDb,
+    db: TestDb,
 }
 
 impl Emulated {
@@ -31,11 +31,12 @@ impl Emulated {
         let world = World::start(&all)
             .await
             .expect("the service and the emulator start");
-        Emulated { world, _db: db }
+        Emulated { world, db }
     }
 
     pub async fn stop(self) {
         self.world.stop().await;
+        self.db.close().await;
     }
 
     /// Waits until the service has `user`'s thread in `state` and has finished its work.

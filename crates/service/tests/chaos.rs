@@ -25,13 +25,12 @@ use std::time::Duration;
 
 use common::app::Db;
 use common::chaos::{self as model, Model, RunConfig};
+use common::emulated::{BotGraph, Emulated};
 use handover_emulator::{
     Chaos, DeliveryOutcome, DeliveryRecord, Emulator, EmulatorConfig, Observation, Observed,
     OwnerChange, PAGE_INBOX_APP_ID, ThreadControlCall,
 };
-use messenger_handover::demo::World;
-use messenger_handover::messenger::signature::appsecret_proof;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The seeds `cargo test` runs.
 const SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 8];
@@ -103,17 +102,14 @@ async fn an_empty_run_breaks_nothing() {
         kills: 1,
         db: Db::Sqlite,
     })
-    .await
-    .expect("SQLite is always available");
+    .await;
     assert!(report.violations.is_empty(), "{}", report.text);
 }
 
 // ── The emulator's controls ─────────────────────────────────────────────────────────────
 
-async fn world() -> World {
-    World::start(&[("HANDOVER_PASS_DELAY_MS", "0")])
-        .await
-        .expect("the service and the emulator start")
+async fn world() -> Emulated {
+    Emulated::start(Db::Sqlite, &[("HANDOVER_PASS_DELAY_MS", "0")]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,68 +158,11 @@ async fn held_deliveries_wait_and_are_released_in_the_order_asked() {
     w.stop().await;
 }
 
-/// A raw Graph client acting as the service (the bot app's Page token and proof).
-struct Graph {
-    base: String,
-    token: String,
-    proof: String,
-    http: reqwest::Client,
-}
-
-impl Graph {
-    fn new(e: &Emulator) -> Graph {
-        let cfg = e.config();
-        Graph {
-            base: format!("{}/v25.0/me", e.base_url()),
-            proof: appsecret_proof(&cfg.bot_app_secret, &cfg.page_token),
-            token: cfg.page_token,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_millis(400))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    /// (status or "timeout"/"transport", Retry-After, body)
-    async fn post(&self, edge: &str, body: Value) -> (String, Option<String>, Value) {
-        let r = self
-            .http
-            .post(format!("{}/{edge}", self.base))
-            .query(&[
-                ("access_token", &self.token),
-                ("appsecret_proof", &self.proof),
-            ])
-            .json(&body)
-            .send()
-            .await;
-        match r {
-            Err(e) if e.is_timeout() => ("timeout".into(), None, Value::Null),
-            Err(_) => ("transport".into(), None, Value::Null),
-            Ok(r) => {
-                let status = r.status().as_u16().to_string();
-                let retry = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from);
-                match r.bytes().await {
-                    Ok(b) => (
-                        status,
-                        retry,
-                        serde_json::from_slice(&b).unwrap_or(Value::Null),
-                    ),
-                    Err(e) if e.is_timeout() => ("timeout".into(), retry, Value::Null),
-                    Err(_) => ("transport".into(), retry, Value::Null),
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_faults_happen_as_configured() {
     let e = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let g = Graph::new(&e);
+    // As the service's client: it gives up after 400 ms (HTTP_TIMEOUT_MS in the chaos runs).
+    let g = BotGraph::with_timeout(&e, Duration::from_millis(400));
     let user = "7003000000000002";
     e.user_says(user, "Hi").await;
     let bot = e.config().bot_app_id;
@@ -235,7 +174,7 @@ async fn graph_faults_happen_as_configured() {
         graph_error_500: 1.0,
         ..Chaos::default()
     });
-    let (status, _, body) = g.post("pass_thread_control", pass.clone()).await;
+    let (status, _, body) = g.try_post("pass_thread_control", pass.clone()).await;
     assert_eq!(status, "500");
     assert_eq!(body["error"]["code"], 2);
     assert_eq!(e.owner(user), Some(bot.clone()));
@@ -245,7 +184,7 @@ async fn graph_faults_happen_as_configured() {
         graph_rate_limit: 1.0,
         ..Chaos::default()
     });
-    let (status, retry, body) = g.post("pass_thread_control", pass.clone()).await;
+    let (status, retry, body) = g.try_post("pass_thread_control", pass.clone()).await;
     assert_eq!(status, "429");
     assert_eq!(retry.as_deref(), Some("1"));
     assert_eq!(body["error"]["code"], 613);
@@ -257,7 +196,7 @@ async fn graph_faults_happen_as_configured() {
         graph_hang_ms: 600,
         ..Chaos::default()
     });
-    let (status, _, _) = g.post("pass_thread_control", pass.clone()).await;
+    let (status, _, _) = g.try_post("pass_thread_control", pass.clone()).await;
     assert!(status == "timeout" || status == "transport", "{status}");
     assert_eq!(e.owner(user), Some(bot.clone()));
 
@@ -267,7 +206,7 @@ async fn graph_faults_happen_as_configured() {
         graph_hang_ms: 600,
         ..Chaos::default()
     });
-    let (status, _, _) = g.post("pass_thread_control", pass.clone()).await;
+    let (status, _, _) = g.try_post("pass_thread_control", pass.clone()).await;
     assert!(status == "timeout" || status == "transport", "{status}");
     assert_eq!(e.owner(user).as_deref(), Some(PAGE_INBOX_APP_ID));
 
@@ -277,13 +216,13 @@ async fn graph_faults_happen_as_configured() {
         graph_slow_max_ms: 0,
         ..Chaos::default()
     });
-    let (status, _, _) = g.post("take_thread_control", take.clone()).await;
+    let (status, _, _) = g.try_post("take_thread_control", take.clone()).await;
     assert_eq!(status, "200");
     assert_eq!(e.owner(user), Some(bot.clone()));
 
     // A take by the owner is applied but changes nothing: a redundant application.
     e.set_chaos(Chaos::default());
-    let (status, _, _) = g.post("take_thread_control", take.clone()).await;
+    let (status, _, _) = g.try_post("take_thread_control", take.clone()).await;
     assert_eq!(status, "200");
     let calls: Vec<ThreadControlCall> = e.thread_control_calls(user);
     let summary: Vec<(String, bool)> = calls.iter().map(|c| (c.call.clone(), c.changed)).collect();

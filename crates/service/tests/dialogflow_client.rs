@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::google::*;
+use common::mocks::ok;
 use messenger_handover::dialogflow::api::{DialogflowClient, DialogflowError};
 use messenger_handover::dialogflow::auth::{SCOPES, TokenSource, TokenSourceConfig};
 use messenger_handover::dialogflow::webhook::{Context, context_id};
@@ -18,39 +19,6 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const SESSION: &str =
     "projects/handover-demo-4f2a1/agent/sessions/3c32f610-3f2b-4bd8-9712-43eb69c06c43";
 const REGIONAL_SESSION: &str = "projects/handover-demo-4f2a1/locations/europe-west2/agent/environments/production/users/-/sessions/7f9c2e41-5b8d-4a3e-9c6f-0d1e2f3a4b5c";
-
-fn token_response(token: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "access_token": token,
-        "expires_in": 3600,
-        "token_type": "Bearer"
-    }))
-}
-
-fn google_error(code: u16, status: &str, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(code).set_body_json(json!({
-        "error": { "code": code, "message": message, "status": status }
-    }))
-}
-
-/// A token source reading a fresh key file whose `token_uri` is `{server}/token`.
-async fn service_account_source(server: &MockServer) -> (tempfile::TempDir, Arc<TokenSource>) {
-    let dir = tempfile::tempdir().unwrap();
-    let key = write_service_account_key(dir.path(), &format!("{}/token", server.uri()));
-    let source = TokenSource::build(TokenSourceConfig::ServiceAccountFile(key))
-        .await
-        .unwrap();
-    (dir, Arc::new(source))
-}
-
-fn client(server: &MockServer, auth: Arc<TokenSource>) -> DialogflowClient {
-    DialogflowClient::new(
-        reqwest::Client::new(),
-        server.uri(),
-        auth,
-        Duration::from_secs(5),
-    )
-}
 
 fn context(id: &str, lifespan: i32) -> Value {
     json!({ "name": format!("{SESSION}/contexts/{id}"), "lifespanCount": lifespan })
@@ -84,45 +52,41 @@ async fn service_account_token_is_fetched_once_and_sent_as_bearer() {
         .named("token endpoint")
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    contexts_of("GET", SESSION)
         .and(header("authorization", "Bearer ya29.first"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(ok(json!({
             "contexts": [context("generic", 4), context("order-followup", 3)]
         })))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    contexts_of("POST", SESSION)
         .and(header("authorization", "Bearer ya29.first"))
         .and(body_json(json!({
             "name": format!("{SESSION}/contexts/bot_active"),
             "lifespanCount": 50,
             "parameters": { "returned_at": "2026-01-01T10:00:00Z" }
         })))
-        .respond_with(ResponseTemplate::new(200).set_body_json(context("bot_active", 50)))
+        .respond_with(ok(context("bot_active", 50)))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("DELETE"))
-        .and(path(format!("/v2/{SESSION}/contexts/order-followup")))
+    context_of("DELETE", SESSION, "order-followup")
         .and(header("authorization", "Bearer ya29.first"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .respond_with(ok(json!({})))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("DELETE"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    contexts_of("DELETE", SESSION)
         .and(header("authorization", "Bearer ya29.first"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .respond_with(ok(json!({})))
         .expect(1)
         .mount(&server)
         .await;
 
     let (_dir, auth) = service_account_source(&server).await;
     assert_eq!(auth.describe(), "service account key file");
-    let df = client(&server, auth.clone());
+    let df = dialogflow_client(&server, auth.clone());
 
     let contexts = df.list_contexts(SESSION).await.unwrap();
     let ids: Vec<&str> = contexts.iter().map(|c| context_id(&c.name)).collect();
@@ -158,21 +122,13 @@ async fn service_account_token_is_fetched_once_and_sent_as_bearer() {
 #[tokio::test]
 async fn a_401_forces_exactly_one_refresh_and_one_retry() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(token_response("ya29.first"))
+    token_endpoint("ya29.first")
         .up_to_n_times(1)
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(token_response("ya29.second"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("DELETE"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    token_endpoint("ya29.second").expect(1).mount(&server).await;
+    contexts_of("DELETE", SESSION)
         .and(header("authorization", "Bearer ya29.first"))
         .respond_with(google_error(
             401,
@@ -182,16 +138,14 @@ async fn a_401_forces_exactly_one_refresh_and_one_retry() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("DELETE"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    contexts_of("DELETE", SESSION)
         .and(header("authorization", "Bearer ya29.second"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .respond_with(ok(json!({})))
         .expect(2)
         .mount(&server)
         .await;
 
-    let (_dir, auth) = service_account_source(&server).await;
-    let df = client(&server, auth);
+    let (df, _key) = service_account_client(&server).await;
     df.delete_all_contexts(SESSION).await.unwrap();
     // the refreshed token is cached for later calls
     df.delete_all_contexts(SESSION).await.unwrap();
@@ -200,14 +154,8 @@ async fn a_401_forces_exactly_one_refresh_and_one_retry() {
 #[tokio::test]
 async fn a_second_401_is_a_permanent_error_without_further_refreshes() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(token_response("ya29.first"))
-        .expect(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    token_endpoint("ya29.first").expect(2).mount(&server).await;
+    contexts_of("GET", SESSION)
         .respond_with(google_error(
             401,
             "UNAUTHENTICATED",
@@ -218,7 +166,7 @@ async fn a_second_401_is_a_permanent_error_without_further_refreshes() {
         .await;
 
     let (_dir, auth) = service_account_source(&server).await;
-    let err = client(&server, auth)
+    let err = dialogflow_client(&server, auth)
         .list_contexts(SESSION)
         .await
         .unwrap_err();
@@ -238,11 +186,7 @@ async fn a_second_401_is_a_permanent_error_without_further_refreshes() {
 #[tokio::test]
 async fn deleting_a_missing_context_succeeds() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(token_response("ya29.first"))
-        .mount(&server)
-        .await;
+    token_endpoint("ya29.first").mount(&server).await;
     Mock::given(method("DELETE"))
         .respond_with(google_error(
             404,
@@ -253,8 +197,7 @@ async fn deleting_a_missing_context_succeeds() {
         .mount(&server)
         .await;
 
-    let (_dir, auth) = service_account_source(&server).await;
-    let df = client(&server, auth);
+    let (df, _key) = service_account_client(&server).await;
     df.delete_context(&format!("{SESSION}/contexts/awaiting_agent"))
         .await
         .unwrap();
@@ -264,14 +207,8 @@ async fn deleting_a_missing_context_succeeds() {
 #[tokio::test]
 async fn server_errors_are_transient_and_client_errors_permanent() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(token_response("ya29.first"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    token_endpoint("ya29.first").expect(1).mount(&server).await;
+    contexts_of("GET", SESSION)
         .respond_with(google_error(
             503,
             "UNAVAILABLE",
@@ -279,8 +216,7 @@ async fn server_errors_are_transient_and_client_errors_permanent() {
         ))
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    contexts_of("POST", SESSION)
         .respond_with(google_error(
             400,
             "INVALID_ARGUMENT",
@@ -310,8 +246,7 @@ async fn server_errors_are_transient_and_client_errors_permanent() {
         .mount(&server)
         .await;
 
-    let (_dir, auth) = service_account_source(&server).await;
-    let df = client(&server, auth);
+    let (df, _key) = service_account_client(&server).await;
 
     let err = df.list_contexts(SESSION).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
@@ -362,15 +297,10 @@ async fn server_errors_are_transient_and_client_errors_permanent() {
 #[tokio::test]
 async fn regional_session_paths_are_used_verbatim() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(token_response("ya29.first"))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{REGIONAL_SESSION}/contexts")))
+    token_endpoint("ya29.first").mount(&server).await;
+    contexts_of("GET", REGIONAL_SESSION)
         .and(header("authorization", "Bearer ya29.first"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(ok(json!({
             "contexts": [{
                 "name": format!("{REGIONAL_SESSION}/contexts/order-followup"),
                 "lifespanCount": "2"
@@ -379,17 +309,13 @@ async fn regional_session_paths_are_used_verbatim() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("DELETE"))
-        .and(path(format!(
-            "/v2/{REGIONAL_SESSION}/contexts/order-followup"
-        )))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+    context_of("DELETE", REGIONAL_SESSION, "order-followup")
+        .respond_with(ok(json!({})))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("DELETE"))
-        .and(path(format!("/v2/{REGIONAL_SESSION}/contexts")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+    contexts_of("DELETE", REGIONAL_SESSION)
+        .respond_with(ok(json!({})))
         .expect(1)
         .mount(&server)
         .await;
@@ -398,7 +324,7 @@ async fn regional_session_paths_are_used_verbatim() {
         .and(body_json(json!({
             "queryInput": { "text": { "text": "hi", "languageCode": "en-gb" } }
         })))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(ok(json!({
             "responseId": "r-1",
             "queryResult": { "queryText": "hi", "action": "input.welcome" }
         })))
@@ -409,7 +335,7 @@ async fn regional_session_paths_are_used_verbatim() {
         .and(path(
             "/v2/projects/handover-demo-4f2a1/locations/europe-west2/agent",
         ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(ok(json!({
             "parent": "projects/handover-demo-4f2a1/locations/europe-west2",
             "displayName": "Handover demo"
         })))
@@ -417,8 +343,7 @@ async fn regional_session_paths_are_used_verbatim() {
         .mount(&server)
         .await;
 
-    let (_dir, auth) = service_account_source(&server).await;
-    let df = client(&server, auth);
+    let (df, _key) = service_account_client(&server).await;
     let contexts = df.list_contexts(REGIONAL_SESSION).await.unwrap();
     assert_eq!(contexts.len(), 1);
     assert_eq!(context_id(&contexts[0].name), "order-followup");
@@ -453,10 +378,9 @@ async fn metadata_server_flow() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("DELETE"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    contexts_of("DELETE", SESSION)
         .and(header("authorization", "Bearer ya29.metadata"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .respond_with(ok(json!({})))
         .expect(2)
         .mount(&server)
         .await;
@@ -467,7 +391,7 @@ async fn metadata_server_flow() {
     .await
     .unwrap();
     assert_eq!(auth.describe(), "metadata server");
-    let df = client(&server, Arc::new(auth));
+    let df = dialogflow_client(&server, Arc::new(auth));
     df.delete_all_contexts(SESSION).await.unwrap();
     df.delete_all_contexts(SESSION).await.unwrap();
 }
@@ -485,7 +409,7 @@ async fn rejected_grant_is_a_permanent_auth_error() {
         .await;
 
     let (_dir, auth) = service_account_source(&server).await;
-    let err = client(&server, auth.clone())
+    let err = dialogflow_client(&server, auth.clone())
         .delete_all_contexts(SESSION)
         .await
         .unwrap_err();
@@ -507,7 +431,7 @@ async fn unreachable_token_endpoint_is_transient() {
     let auth = TokenSource::build(TokenSourceConfig::ServiceAccountFile(key))
         .await
         .unwrap();
-    let err = client(&server, Arc::new(auth))
+    let err = dialogflow_client(&server, Arc::new(auth))
         .list_contexts(SESSION)
         .await
         .unwrap_err();
@@ -522,7 +446,7 @@ async fn static_token_source() {
     Mock::given(method("GET"))
         .and(path("/v2/projects/handover-demo-4f2a1/agent"))
         .and(header("authorization", "Bearer emulator-token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "displayName": "x" })))
+        .respond_with(ok(json!({ "displayName": "x" })))
         .expect(1)
         .mount(&server)
         .await;
@@ -531,7 +455,7 @@ async fn static_token_source() {
     ))
     .await
     .unwrap();
-    let df = client(&server, Arc::new(auth));
+    let df = dialogflow_client(&server, Arc::new(auth));
     assert_eq!(
         df.get_agent("handover-demo-4f2a1", "global").await.unwrap()["displayName"],
         "x"
@@ -564,30 +488,25 @@ async fn static_auth() -> Arc<TokenSource> {
 async fn a_regional_session_goes_to_its_regional_host() {
     let server = MockServer::start().await;
     // The regional session's calls, on the europe-west2 host only.
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{REGIONAL_SESSION}/contexts")))
+    contexts_of("GET", REGIONAL_SESSION)
         .and(header("host", "europe-west2-dialogflow.googleapis.com"))
         .and(header("authorization", "Bearer ya29.static"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(ok(json!({
             "contexts": [{ "name": format!("{REGIONAL_SESSION}/contexts/human_handover"), "lifespanCount": 5 }]
         })))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("DELETE"))
-        .and(path(format!(
-            "/v2/{REGIONAL_SESSION}/contexts/human_handover"
-        )))
+    context_of("DELETE", REGIONAL_SESSION, "human_handover")
         .and(header("host", "europe-west2-dialogflow.googleapis.com"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .respond_with(ok(json!({})))
         .expect(1)
         .mount(&server)
         .await;
     // A session without a location, on the default (global) host.
-    Mock::given(method("DELETE"))
-        .and(path(format!("/v2/{SESSION}/contexts")))
+    contexts_of("DELETE", SESSION)
         .and(header("host", "dialogflow.googleapis.com"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .respond_with(ok(json!({})))
         .expect(1)
         .mount(&server)
         .await;
@@ -624,9 +543,8 @@ async fn a_regional_session_goes_to_its_regional_host() {
 #[tokio::test]
 async fn an_explicit_base_serves_every_location() {
     let server = MockServer::start().await;
-    Mock::given(method("DELETE"))
-        .and(path(format!("/v2/{REGIONAL_SESSION}/contexts")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+    contexts_of("DELETE", REGIONAL_SESSION)
+        .respond_with(ok(json!({})))
         .expect(2)
         .mount(&server)
         .await;

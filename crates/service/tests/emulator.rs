@@ -2,132 +2,22 @@
 //! emulated Dialogflow integration and the Dialogflow / OAuth APIs. wiremock plays the
 //! service's `/messenger` and `/fulfillment` endpoints.
 
+mod common;
+
 use std::time::Duration;
 
+use common::emulated::*;
 use handover_emulator::{Emulator, EmulatorConfig, PAGE_INBOX_APP_ID};
-use messenger_handover::messenger::signature::{appsecret_proof, verify};
+use messenger_handover::messenger::signature::appsecret_proof;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const PSID: &str = "7000000000000001";
 
-/// Graph API calls as the service makes them: the bot app's Page token + appsecret_proof.
-struct Graph {
-    base: String,
-    page: String,
-    token: String,
-    proof: String,
-    http: reqwest::Client,
-}
-
-impl Graph {
-    fn new(emu: &Emulator) -> Graph {
-        let cfg = emu.config();
-        Graph {
-            base: emu.base_url(),
-            page: cfg.page_id.clone(),
-            proof: appsecret_proof(&cfg.bot_app_secret, &cfg.page_token),
-            token: cfg.page_token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, edge: &str) -> String {
-        if edge.is_empty() {
-            format!("{}/v25.0/{}", self.base, self.page)
-        } else {
-            format!("{}/v25.0/{}/{edge}", self.base, self.page)
-        }
-    }
-
-    async fn post_as(&self, edge: &str, token: &str, proof: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(edge))
-            .query(&[("access_token", token), ("appsecret_proof", proof)])
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, edge: &str, body: Value) -> (u16, Value) {
-        self.post_as(edge, &self.token, &self.proof, body).await
-    }
-
-    async fn get(&self, edge: &str, query: &[(&str, &str)]) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(edge))
-            .query(&[
-                ("access_token", self.token.as_str()),
-                ("appsecret_proof", &self.proof),
-            ])
-            .query(query)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-}
-
-/// A wiremock "service" whose `/messenger` answers 200.
-async fn companion() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/messenger"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    server
-}
-
-async fn start_with_companion() -> (Emulator, MockServer) {
-    let server = companion().await;
-    let emu = Emulator::start(EmulatorConfig {
-        companion_webhook_url: Some(format!("{}/messenger", server.uri())),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator starts");
-    (emu, server)
-}
-
-/// The deliveries the companion received: (entry key `messaging`/`standby`, event).
-async fn deliveries(server: &MockServer, secret: &str) -> Vec<(String, Value)> {
-    let reqs: Vec<Request> = server.received_requests().await.unwrap_or_default();
-    reqs.iter()
-        .filter(|r| r.url.path() == "/messenger")
-        .map(|r| {
-            let sig = r
-                .headers
-                .get("x-hub-signature-256")
-                .and_then(|v| v.to_str().ok());
-            verify(secret, &r.body, sig).expect("a valid X-Hub-Signature-256");
-            let body: Value = serde_json::from_slice(&r.body).expect("json body");
-            assert_eq!(body["object"], "page");
-            let entry = &body["entry"][0];
-            let key = if entry.get("messaging").is_some() {
-                "messaging"
-            } else {
-                "standby"
-            };
-            (key.to_string(), entry[key][0].clone())
-        })
-        .collect()
-}
-
-fn find<'a>(ds: &'a [(String, Value)], kind: &str) -> Vec<&'a (String, Value)> {
-    ds.iter().filter(|(_, e)| e.get(kind).is_some()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_message_to_an_idle_thread_goes_to_the_bot_and_standby_to_the_companion() {
-    let (emu, server) = start_with_companion().await;
+    let (emu, companion) = start_with_companion().await;
     let cfg = emu.config();
     assert_eq!(emu.owner(PSID), None);
 
@@ -139,7 +29,7 @@ async fn a_user_message_to_an_idle_thread_goes_to_the_bot_and_standby_to_the_com
     assert_eq!(seen[0].from_app_id, cfg.bot_app_id);
     assert!(seen[0].text.starts_with("Hi! I'm the demo bot"));
 
-    let ds = deliveries(&server, &cfg.companion_app_secret).await;
+    let ds = companion.deliveries().await;
     assert_eq!(
         ds.len(),
         2,
@@ -170,9 +60,9 @@ async fn a_user_message_to_an_idle_thread_goes_to_the_bot_and_standby_to_the_com
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_to_the_inbox_reaches_the_companion_and_then_the_bot_may_not_send() {
-    let (emu, server) = start_with_companion().await;
+    let (emu, companion) = start_with_companion().await;
     let cfg = emu.config();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
     emu.user_says(PSID, "hi").await;
 
     let (status, body) = graph
@@ -184,11 +74,8 @@ async fn a_pass_to_the_inbox_reaches_the_companion_and_then_the_bot_may_not_send
     assert_eq!((status, body), (200, json!({ "success": true })));
     assert_eq!(emu.owner(PSID).as_deref(), Some(PAGE_INBOX_APP_ID));
     emu.flush().await;
-    let ds = deliveries(&server, &cfg.companion_app_secret).await;
-    let passes = find(&ds, "pass_thread_control");
-    assert_eq!(passes.len(), 1);
-    let ev = &passes[0].1["pass_thread_control"];
-    assert_eq!(passes[0].0, "messaging");
+    let (channel, ev) = companion.only("pass_thread_control").await;
+    assert_eq!(channel, "messaging");
     assert_eq!(ev["new_owner_app_id"], PAGE_INBOX_APP_ID);
     assert_eq!(ev["previous_owner_app_id"], cfg.bot_app_id.as_str());
     assert_eq!(ev["metadata"], "handover");
@@ -223,9 +110,9 @@ async fn a_pass_to_the_inbox_reaches_the_companion_and_then_the_bot_may_not_send
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn take_with_a_target_app_id_is_a_protocol_error_and_a_plain_take_works() {
-    let (emu, server) = start_with_companion().await;
+    let (emu, companion) = start_with_companion().await;
     let cfg = emu.config();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
     emu.user_says(PSID, "hi").await;
     graph
         .post(
@@ -258,17 +145,9 @@ async fn take_with_a_target_app_id_is_a_protocol_error_and_a_plain_take_works() 
     assert_eq!((status, body), (200, json!({ "success": true })));
     assert_eq!(emu.owner(PSID).as_deref(), Some(cfg.bot_app_id.as_str()));
     emu.flush().await;
-    let ds = deliveries(&server, &cfg.companion_app_secret).await;
-    let takes = find(&ds, "take_thread_control");
-    assert_eq!(takes.len(), 1);
-    assert_eq!(
-        takes[0].1["take_thread_control"]["new_owner_app_id"],
-        cfg.bot_app_id.as_str()
-    );
-    assert_eq!(
-        takes[0].1["take_thread_control"]["previous_owner_app_id"],
-        PAGE_INBOX_APP_ID
-    );
+    let (_, take) = companion.only("take_thread_control").await;
+    assert_eq!(take["new_owner_app_id"], cfg.bot_app_id.as_str());
+    assert_eq!(take["previous_owner_app_id"], PAGE_INBOX_APP_ID);
     emu.stop().await;
 }
 
@@ -280,7 +159,7 @@ async fn take_needs_the_take_control_toggle() {
     })
     .await
     .unwrap();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
     emu.user_says(PSID, "hi").await;
     emu.agent_replies(PSID, "Hello, Sam here").await;
     let (status, body) = graph
@@ -297,17 +176,15 @@ async fn take_needs_the_take_control_toggle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_reply_while_the_bot_owns_makes_the_inbox_take_control() {
-    let (emu, server) = start_with_companion().await;
+    let (emu, companion) = start_with_companion().await;
     let cfg = emu.config();
     emu.user_says(PSID, "hi").await;
 
     emu.agent_replies(PSID, "Hi, I'm Sam from support").await;
 
     assert_eq!(emu.owner(PSID).as_deref(), Some(PAGE_INBOX_APP_ID));
-    let ds = deliveries(&server, &cfg.companion_app_secret).await;
-    let takes = find(&ds, "take_thread_control");
-    assert_eq!(takes.len(), 1);
-    let ev = &takes[0].1["take_thread_control"];
+    let (_, ev) = companion.only("take_thread_control").await;
+    let ds = companion.deliveries().await;
     assert_eq!(ev["previous_owner_app_id"], cfg.bot_app_id.as_str());
     assert_eq!(ev["new_owner_app_id"], PAGE_INBOX_APP_ID);
     let last = ds.last().expect("an echo");
@@ -325,14 +202,14 @@ async fn an_agent_reply_while_the_bot_owns_makes_the_inbox_take_control() {
         before,
         "the bot must not answer"
     );
-    let ds = deliveries(&server, &cfg.companion_app_secret).await;
+    let ds = companion.deliveries().await;
     assert_eq!(ds.last().unwrap().0, "standby");
     emu.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_marks_done_passes_the_thread_back_to_the_bot() {
-    let (emu, server) = start_with_companion().await;
+    let (emu, companion) = start_with_companion().await;
     let cfg = emu.config();
     emu.user_says(PSID, "hi").await;
     emu.agent_replies(PSID, "Sam here").await;
@@ -340,10 +217,7 @@ async fn agent_marks_done_passes_the_thread_back_to_the_bot() {
     emu.agent_marks_done(PSID).await;
 
     assert_eq!(emu.owner(PSID).as_deref(), Some(cfg.bot_app_id.as_str()));
-    let ds = deliveries(&server, &cfg.companion_app_secret).await;
-    let passes = find(&ds, "pass_thread_control");
-    assert_eq!(passes.len(), 1);
-    let ev = &passes[0].1["pass_thread_control"];
+    let (_, ev) = companion.only("pass_thread_control").await;
     assert_eq!(ev["new_owner_app_id"], cfg.bot_app_id.as_str());
     assert_eq!(ev["previous_owner_app_id"], PAGE_INBOX_APP_ID);
     emu.stop().await;
@@ -351,15 +225,13 @@ async fn agent_marks_done_passes_the_thread_back_to_the_bot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_requesting_control_notifies_the_companion() {
-    let (emu, server) = start_with_companion().await;
+    let (emu, companion) = start_with_companion().await;
     let cfg = emu.config();
     emu.user_says(PSID, "hi").await;
     emu.inbox_requests_control(PSID).await;
-    let ds = deliveries(&server, &cfg.companion_app_secret).await;
-    let reqs = find(&ds, "request_thread_control");
-    assert_eq!(reqs.len(), 1);
+    let (_, request) = companion.only("request_thread_control").await;
     assert_eq!(
-        reqs[0].1["request_thread_control"]["requested_owner_app_id"].to_string(),
+        request["requested_owner_app_id"].to_string(),
         PAGE_INBOX_APP_ID
     );
     assert_eq!(emu.owner(PSID).as_deref(), Some(cfg.bot_app_id.as_str()));
@@ -370,7 +242,7 @@ async fn the_inbox_requesting_control_notifies_the_companion() {
 async fn thread_owner_reports_idle_and_owned_threads() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let cfg = emu.config();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
     emu.user_says(PSID, "hi").await;
 
     let (status, body) = graph.get("thread_owner", &[("recipient", PSID)]).await;
@@ -414,7 +286,7 @@ async fn thread_owner_reports_idle_and_owned_threads() {
 async fn bad_tokens_and_proofs_are_rejected() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let cfg = emu.config();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
     emu.user_says(PSID, "hi").await;
     let body = json!({ "recipient": { "id": PSID } });
 
@@ -449,7 +321,7 @@ async fn bad_tokens_and_proofs_are_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_send_api_enforces_messaging_type_and_the_24_hour_window() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
     emu.user_says(PSID, "hi").await;
     let (status, body) = graph
         .post(
@@ -497,11 +369,11 @@ async fn page_fields_subscriptions_and_debug_token() {
     .await
     .unwrap();
     let cfg = emu.config();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
 
     let r = graph
         .http
-        .get(format!("{}/v25.0/me", graph.base))
+        .get(format!("{}/v25.0/me", emu.base_url()))
         .query(&[
             ("fields", "messaging_feature_status"),
             ("access_token", graph.token.as_str()),
@@ -537,7 +409,7 @@ async fn page_fields_subscriptions_and_debug_token() {
 
     let r = graph
         .http
-        .get(format!("{}/v25.0/debug_token", graph.base))
+        .get(format!("{}/v25.0/debug_token", emu.base_url()))
         .query(&[
             ("input_token", cfg.page_token.as_str()),
             (
@@ -588,17 +460,6 @@ async fn a_companion_delivery_that_fails_is_retried() {
     assert!(first.ok);
     assert!(first.detail.ends_with("500, 500, 200"), "{}", first.detail);
     emu.stop().await;
-}
-
-/// A wiremock `/fulfillment` answering a WebhookResponse.
-async fn fulfillment(response: ResponseTemplate) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/fulfillment"))
-        .respond_with(response)
-        .mount(&server)
-        .await;
-    server
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,8 +557,7 @@ async fn a_failing_fulfillment_falls_back_to_the_static_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postback_reaches_the_bot_with_its_payload_and_the_companion_without() {
-    let (emu, server) = start_with_companion().await;
-    let cfg = emu.config();
+    let (emu, companion) = start_with_companion().await;
     emu.user_says(PSID, "hi").await;
     emu.agent_replies(PSID, "Sam here").await;
     emu.take_errors();
@@ -705,12 +565,10 @@ async fn a_postback_reaches_the_bot_with_its_payload_and_the_companion_without()
     emu.user_taps_postback(PSID, "Back to the bot", "BACK_TO_BOT")
         .await;
 
-    let ds = deliveries(&server, &cfg.companion_app_secret).await;
-    let pbs = find(&ds, "postback");
-    assert_eq!(pbs.len(), 1);
-    assert_eq!(pbs[0].0, "standby");
-    assert_eq!(pbs[0].1["postback"]["title"], "Back to the bot");
-    assert!(pbs[0].1["postback"].get("payload").is_none());
+    let (channel, postback) = companion.only("postback").await;
+    assert_eq!(channel, "standby");
+    assert_eq!(postback["title"], "Back to the bot");
+    assert!(postback.get("payload").is_none());
     // The integration matched "Return to bot" but could not answer: the inbox owns the thread.
     assert!(
         emu.log()
@@ -719,23 +577,6 @@ async fn a_postback_reaches_the_bot_with_its_payload_and_the_companion_without()
     );
     assert!(emu.errors().iter().any(|e| e.contains("2018300")));
     emu.stop().await;
-}
-
-async fn token(emu: &Emulator) -> String {
-    let r = reqwest::Client::new()
-        .post(emu.token_uri())
-        .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["token_type"], "Bearer");
-    assert_eq!(body["expires_in"], 3600);
-    body["access_token"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -760,15 +601,7 @@ async fn the_contexts_api_needs_an_issued_token() {
     assert_eq!(emu.errors().len(), 2);
 
     let t = token(&emu).await;
-    let body: Value = http
-        .get(&url)
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_of(http.get(&url).bearer_auth(&t)).await;
     let ids: Vec<&str> = body["contexts"]
         .as_array()
         .unwrap()
@@ -796,15 +629,7 @@ async fn the_contexts_api_needs_an_issued_token() {
             .any(|c| c.0 == "bot_active" && c.1 == 3)
     );
     let one = format!("{url}/bot_active");
-    let body: Value = http
-        .get(&one)
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_of(http.get(&one).bearer_auth(&t)).await;
     assert_eq!(body["lifespanCount"], 3);
     let r = http.delete(&one).bearer_auth(&t).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -845,15 +670,11 @@ async fn the_contexts_api_needs_an_issued_token() {
     let r = http.get(&url).bearer_auth(&mt).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
-    let agent: Value = http
-        .get(format!("{}/v2/projects/demo-agent/agent", emu.base_url()))
-        .bearer_auth(&mt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agent = json_of(
+        http.get(format!("{}/v2/projects/demo-agent/agent", emu.base_url()))
+            .bearer_auth(&mt),
+    )
+    .await;
     assert_eq!(agent["parent"], "projects/demo-agent");
     assert_eq!(agent["timeZone"], "Europe/Paris");
     emu.stop().await;
@@ -953,7 +774,7 @@ async fn eager_service(
 async fn passing_before_the_integration_replies_makes_the_reply_fail() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let cfg = emu.config();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
     let (url, handle) = eager_service(
         emu.base_url(),
         cfg.page_id.clone(),
@@ -1031,7 +852,7 @@ async fn a_full_round_trip_done_right_leaves_no_errors() {
     .await
     .unwrap();
     let cfg = emu.config();
-    let graph = Graph::new(&emu);
+    let graph = BotGraph::new(&emu);
 
     emu.user_says(PSID, "hi").await;
     emu.user_says(PSID, "order 1042?").await;

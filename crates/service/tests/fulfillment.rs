@@ -10,28 +10,14 @@ use handover_core::jobs::JobPayload;
 use messenger_handover::messenger::signature::appsecret_proof;
 use messenger_handover::store::JobStatus;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
-fn pass_path() -> String {
-    format!("/{GRAPH_VERSION}/{PAGE_ID}/pass_thread_control")
-}
-
-async fn graph_ok() -> MockServer {
-    let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
-        .mount(&graph)
-        .await;
-    graph
-}
+use common::mocks::{edge, graph_error, graph_ok, graph_path, ok, success};
 
 async fn wrong_and_missing_credentials(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = graph_ok().await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
+    let app = TestApp::against(&db, &graph, &[]).await;
     let body = fixture("dialogflow/handover.json");
     let url = format!("{}/fulfillment", app.base);
 
@@ -70,19 +56,23 @@ async fn wrong_and_missing_credentials(db: Db) {
         "nothing stored for a refused call"
     );
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(wrong_and_missing_credentials);
 
 #[tokio::test]
 async fn basic_auth_accepts_the_right_pair_only() {
-    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let db = TestDb::new(Db::Sqlite).await;
     let graph = graph_ok().await;
-    let mut raw = base_settings(&db.url, &graph.uri());
-    raw.set("FULFILLMENT_TOKEN", "");
-    raw.set("FULFILLMENT_USERNAME", "dialogflow");
-    raw.set("FULFILLMENT_PASSWORD", "s3cret-pass");
-    let app = TestApp::start(&raw).await;
+    let app = TestApp::against(
+        &db,
+        &graph,
+        &[
+            ("FULFILLMENT_TOKEN", ""),
+            ("FULFILLMENT_USERNAME", "dialogflow"),
+            ("FULFILLMENT_PASSWORD", "s3cret-pass"),
+        ],
+    )
+    .await;
     let url = format!("{}/fulfillment", app.base);
     let body = fixture("dialogflow/plain_intent.json");
     for (user, pass, status) in [
@@ -108,11 +98,9 @@ async fn basic_auth_accepts_the_right_pair_only() {
 }
 
 async fn malformed_bodies_get_a_400_that_says_why(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = graph_ok().await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
+    let app = TestApp::against(&db, &graph, &[]).await;
     for (body, expect) in [
         ("{\"session\": ", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
@@ -129,20 +117,15 @@ async fn malformed_bodies_get_a_400_that_says_why(db: Db) {
         assert!(msg.contains(expect), "{msg:?} should mention {expect:?}");
     }
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(malformed_bodies_get_a_400_that_says_why);
 
 async fn handover_answers_at_once_and_passes_after_the_delay(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = graph_ok().await;
-    let mut raw = base_settings(&db.url, &graph.uri());
-    raw.set("HANDOVER_PASS_DELAY_MS", "600");
-    let app = TestApp::start(&raw).await;
+    let app = TestApp::against(&db, &graph, &[("HANDOVER_PASS_DELAY_MS", "600")]).await;
 
-    let resp = app.fulfillment(&fixture("dialogflow/handover.json")).await;
+    let resp = app.fulfill("handover.json").await;
     let answered = Instant::now();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
@@ -179,9 +162,7 @@ async fn handover_answers_at_once_and_passes_after_the_delay(db: Db) {
     );
     assert!(requests_to(&graph, "/pass_thread_control").await.is_empty());
 
-    let thread = app
-        .wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
+    let thread = app.wait_state(PSID, State::Human).await;
     let waited = answered.elapsed();
     assert!(
         waited >= Duration::from_millis(550),
@@ -191,7 +172,7 @@ async fn handover_answers_at_once_and_passes_after_the_delay(db: Db) {
     let passes = requests_to(&graph, "/pass_thread_control").await;
     assert_eq!(passes.len(), 1);
     let pass = &passes[0];
-    assert_eq!(pass.url.path(), pass_path());
+    assert_eq!(pass.url.path(), graph_path("pass_thread_control"));
     assert_eq!(
         query_param(pass, "access_token").as_deref(),
         Some(PAGE_TOKEN)
@@ -217,16 +198,13 @@ async fn handover_answers_at_once_and_passes_after_the_delay(db: Db) {
     assert_eq!(steps, vec![("BOT", "PASSING"), ("PASSING", "HUMAN")]);
     assert!(audit.iter().all(|t| !t.cause.is_empty()));
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(handover_answers_at_once_and_passes_after_the_delay);
 
 async fn a_plain_intent_is_untouched_and_calls_nothing(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = graph_ok().await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
+    let app = TestApp::against(&db, &graph, &[]).await;
     let request = fixture_json("dialogflow/plain_intent.json");
     let resp = app.fulfillment(&request.to_string()).await;
     assert_eq!(resp.status(), 200);
@@ -245,15 +223,14 @@ async fn a_plain_intent_is_untouched_and_calls_nothing(db: Db) {
     assert!(app.jobs(PSID).await.is_empty());
     assert!(graph.received_requests().await.unwrap().is_empty());
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(a_plain_intent_is_untouched_and_calls_nothing);
 
 #[tokio::test]
 async fn the_console_simulator_gets_the_intent_text_and_nothing_else() {
-    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let db = TestDb::new(Db::Sqlite).await;
     let graph = graph_ok().await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
+    let app = TestApp::against(&db, &graph, &[]).await;
     let request = fixture_json("dialogflow/console_simulator.json");
     let resp = app.fulfillment(&request.to_string()).await;
     assert_eq!(resp.status(), 200);
@@ -268,69 +245,44 @@ async fn the_console_simulator_gets_the_intent_text_and_nothing_else() {
 }
 
 async fn graph_500_twice_then_success_passes_once(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(pass_path()))
-        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
-            "error": {"message": "An unknown error occurred", "type": "OAuthException", "code": 1, "fbtrace_id": "AbC"}
-        })))
+    edge("POST", "pass_thread_control")
+        .respond_with(graph_error(500, 1, None, "An unknown error occurred"))
         .up_to_n_times(2)
         .with_priority(1)
         .mount(&graph)
         .await;
-    Mock::given(method("POST"))
-        .and(path(pass_path()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+    edge("POST", "pass_thread_control")
+        .respond_with(success())
         .with_priority(2)
         .mount(&graph)
         .await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/handover.json"))
-            .await
-            .status(),
-        200
-    );
-    app.wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
+    let app = TestApp::against(&db, &graph, &[]).await;
+    app.fulfill("handover.json").await;
+    app.wait_state(PSID, State::Human).await;
     assert_eq!(requests_to(&graph, "/pass_thread_control").await.len(), 3);
-    let jobs = app.jobs(PSID).await;
-    let pass = jobs.iter().find(|j| j.kind == "pass").unwrap();
+    let pass = &app.jobs_of(PSID, "pass").await[0];
     assert_eq!(pass.status, JobStatus::Done);
     assert_eq!(pass.attempts, 3);
     assert!(pass.last_error.as_deref().unwrap().contains("#1"));
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(graph_500_twice_then_success_passes_once);
 
 async fn a_permanent_graph_error_is_not_retried(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(pass_path()))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
-            "error": {"message": "(#200) Permissions error", "type": "OAuthException", "code": 200, "fbtrace_id": "Xyz"}
-        })))
+    edge("POST", "pass_thread_control")
+        .respond_with(graph_error(400, 200, None, "(#200) Permissions error"))
         .mount(&graph)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/{GRAPH_VERSION}/{PAGE_ID}/messages")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message_id": "m_1"})))
+    edge("POST", "messages")
+        .respond_with(ok(json!({"message_id": "m_1"})))
         .mount(&graph)
         .await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/handover.json"))
-            .await
-            .status(),
-        200
-    );
+    let app = TestApp::against(&db, &graph, &[]).await;
+    app.fulfill("handover.json").await;
     let thread = app
         .wait_thread(PSID, "the pass to fail", |t| t.last_error.is_some())
         .await;
@@ -346,8 +298,7 @@ async fn a_permanent_graph_error_is_not_retried(db: Db) {
     );
     assert!(thread.last_error.unwrap().contains("#200"));
     assert_eq!(requests_to(&graph, "/pass_thread_control").await.len(), 1);
-    let jobs = app.jobs(PSID).await;
-    let pass = jobs.iter().find(|j| j.kind == "pass").unwrap();
+    let pass = &app.jobs_of(PSID, "pass").await[0];
     assert_eq!(pass.status, JobStatus::Failed);
     assert_eq!(pass.attempts, 1);
     assert!(
@@ -366,54 +317,44 @@ async fn a_permanent_graph_error_is_not_retried(db: Db) {
             .contains("pass_thread_control failed")
     );
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(a_permanent_graph_error_is_not_retried);
 
 async fn another_app_controlling_the_thread_is_recorded(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(pass_path()))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
-            "error": {"message": "(#10) Message failed to send because another app is controlling this thread now.",
-                      "type": "OAuthException", "code": 10, "error_subcode": 2018300, "fbtrace_id": "AQ2l"}
-        })))
+    edge("POST", "pass_thread_control")
+        .respond_with(graph_error(
+            400,
+            10,
+            Some(2018300),
+            "(#10) Message failed to send because another app is controlling this thread now.",
+        ))
         .mount(&graph)
         .await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
-    app.fulfillment(&fixture("dialogflow/handover.json")).await;
-    let thread = app
-        .wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
+    let app = TestApp::against(&db, &graph, &[]).await;
+    app.fulfill("handover.json").await;
+    let thread = app.wait_state(PSID, State::Human).await;
     assert_eq!(thread.owner_app_id, None);
     assert_eq!(requests_to(&graph, "/pass_thread_control").await.len(), 1);
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(another_app_controlling_the_thread_is_recorded);
 
 async fn return_before_the_pass_ran_cancels_it(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = graph_ok().await;
-    let mut raw = base_settings(&db.url, &graph.uri());
-    raw.set("HANDOVER_PASS_DELAY_MS", "700");
-    raw.set("CONTEXT_ON_RETURN", "restore");
-    let app = TestApp::start(&raw).await;
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/handover.json"))
-            .await
-            .status(),
-        200
-    );
-    let resp = app
-        .fulfillment(&fixture("dialogflow/return_to_bot.json"))
-        .await;
-    assert_eq!(resp.status(), 200);
+    let app = TestApp::against(
+        &db,
+        &graph,
+        &[
+            ("HANDOVER_PASS_DELAY_MS", "700"),
+            ("CONTEXT_ON_RETURN", "restore"),
+        ],
+    )
+    .await;
+    app.fulfill("handover.json").await;
+    let resp = app.fulfill("return_to_bot.json").await;
     let body: Value = resp.json().await.unwrap();
     let request = fixture_json("dialogflow/return_to_bot.json");
     let session = request["session"].as_str().unwrap();
@@ -435,31 +376,20 @@ async fn return_before_the_pass_ran_cancels_it(db: Db) {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     app.wait_idle(PSID).await;
     assert!(graph.received_requests().await.unwrap().is_empty());
-    let pass = app
-        .jobs(PSID)
-        .await
-        .into_iter()
-        .find(|j| j.kind == "pass")
-        .unwrap();
+    let pass = &app.jobs_of(PSID, "pass").await[0];
     assert_eq!(pass.status, JobStatus::Cancelled);
     assert_eq!(pass.attempts, 0);
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(return_before_the_pass_ran_cancels_it);
 
 async fn return_after_the_pass_takes_the_thread_back(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = graph_ok().await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
-    app.fulfillment(&fixture("dialogflow/handover.json")).await;
-    app.wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
-    let resp = app
-        .fulfillment(&fixture("dialogflow/return_to_bot.json"))
-        .await;
+    let app = TestApp::against(&db, &graph, &[]).await;
+    app.fulfill("handover.json").await;
+    app.wait_state(PSID, State::Human).await;
+    let resp = app.fulfill("return_to_bot.json").await;
     let body: Value = resp.json().await.unwrap();
     // reset (the default): the captured contexts are cleared in the same answer.
     let contexts = body["outputContexts"].as_array().unwrap();
@@ -471,9 +401,7 @@ async fn return_after_the_pass_takes_the_thread_back(db: Db) {
             .iter()
             .any(|c| c["name"].as_str().unwrap().ends_with("/generic"))
     );
-    app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    app.settled_in(PSID, State::Bot).await;
     let takes = requests_to(&graph, "/take_thread_control").await;
     assert_eq!(takes.len(), 1);
     let sent: Value = serde_json::from_slice(&takes[0].body).unwrap();
@@ -482,36 +410,30 @@ async fn return_after_the_pass_takes_the_thread_back(db: Db) {
     // thread, so the service welcomes the user itself once the take succeeded.
     assert_eq!(requests_to(&graph, "/messages").await.len(), 1);
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(return_after_the_pass_takes_the_thread_back);
 
 async fn a_queued_job_survives_a_restart(db: Db) {
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let graph = graph_ok().await;
-    let mut raw = base_settings(&db.url, &graph.uri());
-    raw.set("HANDOVER_PASS_DELAY_MS", "800");
+    let raw = settings(&db, &graph, &[("HANDOVER_PASS_DELAY_MS", "800")]);
     let app = TestApp::start(&raw).await;
-    app.fulfillment(&fixture("dialogflow/handover.json")).await;
+    app.fulfill("handover.json").await;
     app.stop().await;
     assert!(graph.received_requests().await.unwrap().is_empty());
 
     let app = TestApp::start(&raw).await;
-    app.wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
+    app.wait_state(PSID, State::Human).await;
     assert_eq!(requests_to(&graph, "/pass_thread_control").await.len(), 1);
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(a_queued_job_survives_a_restart);
 
 #[tokio::test]
 async fn a_job_running_when_the_process_died_runs_again() {
-    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let db = TestDb::new(Db::Sqlite).await;
     let graph = graph_ok().await;
-    let raw = base_settings(&db.url, &graph.uri());
+    let raw = settings(&db, &graph, &[]);
     let app = TestApp::start(&raw).await;
     app.stop().await;
     // A worker claims the pass and dies holding a 2-minute lease.
@@ -540,14 +462,8 @@ async fn a_job_running_when_the_process_died_runs_again() {
     store.close().await;
 
     let app = TestApp::start(&raw).await;
-    app.wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
-    let pass = app
-        .jobs(PSID)
-        .await
-        .into_iter()
-        .find(|j| j.kind == "pass")
-        .unwrap();
+    app.wait_state(PSID, State::Human).await;
+    let pass = &app.jobs_of(PSID, "pass").await[0];
     assert_eq!(pass.status, JobStatus::Done);
     assert_eq!(pass.attempts, 2);
     app.stop().await;

@@ -1,75 +1,31 @@
 //! Graph API client against a wiremock server.
 
+mod common;
+
 use std::time::Duration;
 
+use common::app::{INBOX, PSID};
+use common::graph_api::*;
+use common::mocks::{edge, graph_error, ok, success};
 use messenger_handover::messenger::graph::{
-    GraphClient, GraphError, GraphSettings, MessagingType, QuickReply, SentMessage, ThreadOwner,
+    GraphError, MessagingType, QuickReply, SentMessage, ThreadOwner,
 };
 use messenger_handover::messenger::signature::appsecret_proof;
-use messenger_handover::secret::Secret;
 use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-const TOKEN: &str = "EAAGpagetokenSECRET123";
-const APP_SECRET: &str = "appsecretVALUE456";
-const PAGE: &str = "958823367603818";
-const PSID: &str = "1534862223272449";
-const BOT: &str = "111111111111111";
-const INBOX: &str = "263902037430900";
-
-fn settings(server: &MockServer, page_id: Option<&str>) -> GraphSettings {
-    GraphSettings {
-        base: format!("{}/", server.uri()),
-        version: "v25.0".to_owned(),
-        page_id: page_id.map(str::to_owned),
-        page_token: Secret::new(TOKEN),
-        app_secret: Secret::new(APP_SECRET),
-        timeout: Duration::from_secs(5),
-    }
-}
-
-fn client(server: &MockServer) -> GraphClient {
-    GraphClient::new(settings(server, Some(PAGE)), reqwest::Client::new())
-}
-
-fn proof() -> String {
-    appsecret_proof(APP_SECRET, TOKEN)
-}
-
-fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) -> ResponseTemplate {
-    let mut error = json!({
-        "message": message,
-        "type": "OAuthException",
-        "code": code,
-        "fbtrace_id": "AQ2lKD7UqnvqCrMs16fUNLk",
-    });
-    if let Some(sub) = subcode {
-        error["error_subcode"] = json!(sub);
-    }
-    ResponseTemplate::new(status).set_body_json(json!({ "error": error }))
-}
-
-fn assert_no_secret(err: &GraphError) {
-    let shown = format!("{err} / {err:?}");
-    assert!(!shown.contains(TOKEN), "token leaked: {shown}");
-    assert!(!shown.contains(APP_SECRET), "app secret leaked: {shown}");
-}
-
 #[tokio::test]
 async fn pass_sends_the_exact_body_with_token_and_proof() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/pass_thread_control")))
-        .and(query_param("access_token", TOKEN))
-        .and(query_param("appsecret_proof", proof()))
+    signed("POST", "pass_thread_control")
         .and(header("content-type", "application/json"))
         .and(body_json(json!({
             "recipient": { "id": PSID },
             "target_app_id": 263902037430900u64,
             "metadata": "handover:user_asked_for_agent",
         })))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .respond_with(success())
         .expect(1)
         .mount(&server)
         .await;
@@ -83,14 +39,13 @@ async fn pass_sends_the_exact_body_with_token_and_proof() {
 #[tokio::test]
 async fn pass_with_a_non_numeric_app_id_sends_a_string() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/pass_thread_control")))
+    edge("POST", "pass_thread_control")
         .and(body_json(json!({
             "recipient": { "id": PSID },
             "target_app_id": "app-x",
             "metadata": "",
         })))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .respond_with(success())
         .expect(1)
         .mount(&server)
         .await;
@@ -104,23 +59,20 @@ async fn pass_with_a_non_numeric_app_id_sends_a_string() {
 #[tokio::test]
 async fn without_page_id_paths_use_me() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v25.0/me/pass_thread_control"))
-        .and(query_param("access_token", TOKEN))
-        .and(query_param("appsecret_proof", proof()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+    signed_at("POST", "/v25.0/me/pass_thread_control")
+        .respond_with(success())
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/v25.0/me/thread_owner"))
         .and(query_param("recipient", PSID))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .respond_with(ok(json!({"data": []})))
         .expect(1)
         .mount(&server)
         .await;
 
-    let client = GraphClient::new(settings(&server, None), reqwest::Client::new());
+    let client = client_with(settings(&server, None));
     client.pass_thread_control(PSID, INBOX, "m").await.unwrap();
     assert_eq!(client.thread_owner(PSID).await.unwrap(), ThreadOwner::Idle);
 }
@@ -133,16 +85,13 @@ async fn take_release_request_never_carry_a_target_app_id() {
         "release_thread_control",
         "request_thread_control",
     ] {
-        Mock::given(method("POST"))
-            .and(path(format!("/v25.0/{PAGE}/{endpoint}")))
-            .and(query_param("access_token", TOKEN))
-            .and(query_param("appsecret_proof", proof()))
+        signed("POST", endpoint)
             .and(header("content-type", "application/json"))
             .and(body_json(json!({
                 "recipient": { "id": PSID },
                 "metadata": "back to bot",
             })))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+            .respond_with(success())
             .expect(1)
             .mount(&server)
             .await;
@@ -160,14 +109,14 @@ async fn take_release_request_never_carry_a_target_app_id() {
 
 #[tokio::test]
 async fn take_accepts_the_thread_owner_shaped_answer() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/take_thread_control")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+    let server = answering_on(
+        "POST",
+        "take_thread_control",
+        ok(json!({
             "data": [{ "thread_owner": { "app_id": 111111111111111u64, "expiration": 1763990000 } }]
-        })))
-        .mount(&server)
-        .await;
+        })),
+    )
+    .await;
     client(&server)
         .take_thread_control(PSID, "back to bot")
         .await
@@ -176,12 +125,11 @@ async fn take_accepts_the_thread_owner_shaped_answer() {
 
 async fn owner_for(body: serde_json::Value) -> ThreadOwner {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("/v25.0/{PAGE}/thread_owner")))
+    edge("GET", "thread_owner")
         .and(query_param("recipient", PSID))
         .and(query_param("access_token", TOKEN))
         .and(query_param("appsecret_proof", proof()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .respond_with(ok(body))
         .expect(1)
         .mount(&server)
         .await;
@@ -214,10 +162,7 @@ async fn thread_owner_shapes() {
 #[tokio::test]
 async fn send_text_with_and_without_quick_replies() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/messages")))
-        .and(query_param("access_token", TOKEN))
-        .and(query_param("appsecret_proof", proof()))
+    signed("POST", "messages")
         .and(body_json(json!({
             "recipient": { "id": PSID },
             "messaging_type": "RESPONSE",
@@ -229,21 +174,19 @@ async fn send_text_with_and_without_quick_replies() {
                 ]
             }
         })))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"recipient_id": PSID, "message_id": "m_AG5Hz2Uq"})),
-        )
+        .respond_with(ok(
+            json!({"recipient_id": PSID, "message_id": "m_AG5Hz2Uq"}),
+        ))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/messages")))
+    edge("POST", "messages")
         .and(body_json(json!({
             "recipient": { "id": PSID },
             "messaging_type": "UPDATE",
             "message": { "text": "You are back with the bot." }
         })))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"recipient_id": PSID})))
+        .respond_with(ok(json!({"recipient_id": PSID})))
         .expect(1)
         .mount(&server)
         .await;
@@ -286,14 +229,13 @@ async fn send_message_passes_a_raw_message_object() {
     let server = MockServer::start().await;
     let message = json!({"attachment": {"type": "template", "payload": {"template_type": "button",
         "text": "Done?", "buttons": [{"type": "postback", "title": "Back to bot", "payload": "BACK_TO_BOT"}]}}});
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/messages")))
+    edge("POST", "messages")
         .and(body_json(json!({
             "recipient": { "id": PSID },
             "messaging_type": "RESPONSE",
             "message": message.clone(),
         })))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message_id": "m_x"})))
+        .respond_with(ok(json!({"message_id": "m_x"})))
         .expect(1)
         .mount(&server)
         .await;
@@ -306,17 +248,17 @@ async fn send_message_passes_a_raw_message_object() {
 
 #[tokio::test]
 async fn not_thread_owner_is_permanent() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/messages")))
-        .respond_with(graph_error(
+    let server = answering_on(
+        "POST",
+        "messages",
+        graph_error(
             400,
             10,
             Some(2018300),
             "(#10) Message failed to send because another app is controlling this thread now.",
-        ))
-        .mount(&server)
-        .await;
+        ),
+    )
+    .await;
     let err = client(&server)
         .send_text(PSID, "hi", &[], MessagingType::Response)
         .await
@@ -351,16 +293,16 @@ async fn not_thread_owner_is_permanent() {
 
 #[tokio::test]
 async fn outside_window_is_recognised() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(graph_error(
+    let server = answering(
+        "POST",
+        graph_error(
             400,
             10,
             Some(2018278),
             "(#10) This message is sent outside of allowed window.",
-        ))
-        .mount(&server)
-        .await;
+        ),
+    )
+    .await;
     let err = client(&server)
         .send_text(PSID, "hi", &[], MessagingType::Response)
         .await
@@ -372,19 +314,18 @@ async fn outside_window_is_recognised() {
 
 #[tokio::test]
 async fn rate_limit_613_is_transient_and_190_is_permanent() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/take_thread_control")))
-        .respond_with(graph_error(
+    let server = answering_on(
+        "POST",
+        "take_thread_control",
+        graph_error(
             400,
             613,
             None,
             "Calls to this api have exceeded the rate limit.",
-        ))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/pass_thread_control")))
+        ),
+    )
+    .await;
+    edge("POST", "pass_thread_control")
         .respond_with(graph_error(
             400,
             190,
@@ -411,11 +352,11 @@ async fn rate_limit_613_is_transient_and_190_is_permanent() {
 
 #[tokio::test]
 async fn server_errors_without_a_graph_body_are_transient_http_errors() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(500).set_body_string("x".repeat(1000)))
-        .mount(&server)
-        .await;
+    let server = answering(
+        "GET",
+        ResponseTemplate::new(500).set_body_string("x".repeat(1000)),
+    )
+    .await;
     let err = client(&server).thread_owner(PSID).await.unwrap_err();
     match &err {
         GraphError::Http { status, body, .. } => {
@@ -430,11 +371,11 @@ async fn server_errors_without_a_graph_body_are_transient_http_errors() {
 
 #[tokio::test]
 async fn a_graph_error_on_http_500_is_transient() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(graph_error(500, 2, None, "Service temporarily unavailable"))
-        .mount(&server)
-        .await;
+    let server = answering(
+        "POST",
+        graph_error(500, 2, None, "Service temporarily unavailable"),
+    )
+    .await;
     let err = client(&server)
         .release_thread_control(PSID, "m")
         .await
@@ -456,18 +397,14 @@ async fn a_404_without_graph_body_is_permanent() {
 
 #[tokio::test]
 async fn timeout_maps_to_timeout() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"success": true}))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .mount(&server)
-        .await;
+    let server = answering(
+        "POST",
+        ok(json!({"success": true})).set_delay(Duration::from_millis(1500)),
+    )
+    .await;
     let mut s = settings(&server, Some(PAGE));
     s.timeout = Duration::from_millis(100);
-    let c = GraphClient::new(s, reqwest::Client::new());
+    let c = client_with(s);
     let err = c.take_thread_control(PSID, "m").await.unwrap_err();
     assert!(matches!(err, GraphError::Timeout), "{err:?}");
     assert!(err.is_transient());
@@ -483,17 +420,7 @@ async fn connection_refused_is_a_transient_connect_error_that_never_reached_meta
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let c = GraphClient::new(
-        GraphSettings {
-            base: format!("http://127.0.0.1:{port}"),
-            version: "v25.0".into(),
-            page_id: Some(PAGE.into()),
-            page_token: Secret::new(TOKEN),
-            app_secret: Secret::new(APP_SECRET),
-            timeout: Duration::from_secs(5),
-        },
-        reqwest::Client::new(),
-    );
+    let c = client_with(settings_at(format!("http://127.0.0.1:{port}"), Some(PAGE)));
     let err = c.take_thread_control(PSID, "m").await.unwrap_err();
     assert!(matches!(err, GraphError::Connect(_)), "{err:?}");
     assert!(err.is_transient());
@@ -507,16 +434,11 @@ async fn connection_refused_is_a_transient_connect_error_that_never_reached_meta
 
 #[tokio::test]
 async fn a_graph_error_echoing_the_token_is_redacted() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(graph_error(
-            400,
-            190,
-            None,
-            &format!("Malformed access token {TOKEN}"),
-        ))
-        .mount(&server)
-        .await;
+    let server = answering(
+        "GET",
+        graph_error(400, 190, None, &format!("Malformed access token {TOKEN}")),
+    )
+    .await;
     let err = client(&server).me("id,name").await.unwrap_err();
     assert_eq!(err.code(), Some(190));
     assert_no_secret(&err);
@@ -530,32 +452,28 @@ async fn doctor_calls() {
         .and(query_param("fields", "id,name,messaging_feature_status"))
         .and(query_param("access_token", TOKEN))
         .and(query_param("appsecret_proof", proof()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(ok(json!({
             "id": PAGE, "name": "Acme",
             "messaging_feature_status": {"hop_v2": false, "msgr_multi_app": true, "ig_multi_app": false}
         })))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/v25.0/{PAGE}/subscribed_apps")))
-        .and(query_param("access_token", TOKEN))
-        .and(query_param("appsecret_proof", proof()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+    signed("GET", "subscribed_apps")
+        .respond_with(ok(json!({
             "data": [{"id": BOT, "name": "Bot", "subscribed_fields": ["messages", "standby"]}]
         })))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/subscribed_apps")))
+    edge("POST", "subscribed_apps")
         .and(query_param(
             "subscribed_fields",
             "messages,messaging_postbacks,messaging_handovers,standby,message_echoes",
         ))
         .and(query_param("access_token", TOKEN))
         .and(query_param("appsecret_proof", proof()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": "true"})))
+        .respond_with(ok(json!({"success": "true"})))
         .expect(1)
         .mount(&server)
         .await;
@@ -568,7 +486,7 @@ async fn doctor_calls() {
             "appsecret_proof",
             appsecret_proof(APP_SECRET, &app_token),
         ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(ok(json!({
             "data": {"app_id": BOT, "type": "PAGE", "is_valid": true,
                      "scopes": ["pages_messaging", "pages_manage_metadata"]}
         })))
@@ -614,14 +532,10 @@ async fn debug_token_errors_do_not_show_the_app_secret() {
 
 #[tokio::test]
 async fn every_request_has_token_and_proof_and_no_token_elsewhere() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
-        .mount(&server)
-        .await;
+    let server = answering("POST", success()).await;
     Mock::given(method("GET"))
         .and(query_param_is_missing("nothing"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .respond_with(ok(json!({"data": []})))
         .mount(&server)
         .await;
     let c = client(&server);
@@ -647,11 +561,7 @@ async fn every_request_has_token_and_proof_and_no_token_elsewhere() {
 
 #[tokio::test]
 async fn success_false_is_an_error() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": false})))
-        .mount(&server)
-        .await;
+    let server = answering("POST", ok(json!({"success": false}))).await;
     let err = client(&server)
         .take_thread_control(PSID, "m")
         .await
@@ -661,16 +571,14 @@ async fn success_false_is_an_error() {
 
 #[tokio::test]
 async fn http_429_with_retry_after_is_a_rate_limit() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/take_thread_control")))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", "7")
-                .set_body_string("Too Many Requests"),
-        )
-        .mount(&server)
-        .await;
+    let server = answering_on(
+        "POST",
+        "take_thread_control",
+        ResponseTemplate::new(429)
+            .insert_header("Retry-After", "7")
+            .set_body_string("Too Many Requests"),
+    )
+    .await;
     let err = client(&server)
         .take_thread_control(PSID, "m")
         .await
@@ -688,20 +596,18 @@ async fn http_429_with_retry_after_is_a_rate_limit() {
 
 #[tokio::test]
 async fn a_graph_rate_limit_body_carries_retry_after() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/messages")))
-        .respond_with(
-            graph_error(
-                400,
-                613,
-                None,
-                "Calls to this api have exceeded the rate limit.",
-            )
-            .insert_header("Retry-After", "120"),
+    let server = answering_on(
+        "POST",
+        "messages",
+        graph_error(
+            400,
+            613,
+            None,
+            "Calls to this api have exceeded the rate limit.",
         )
-        .mount(&server)
-        .await;
+        .insert_header("Retry-After", "120"),
+    )
+    .await;
     let err = client(&server)
         .send_text(PSID, "hi", &[], MessagingType::Response)
         .await
@@ -716,8 +622,7 @@ async fn a_graph_rate_limit_body_carries_retry_after() {
 #[tokio::test]
 async fn a_garbage_2xx_body_on_pass_is_an_unknown_outcome() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/pass_thread_control")))
+    edge("POST", "pass_thread_control")
         .respond_with(ResponseTemplate::new(200).set_body_string("<html>ok?</html"))
         .expect(1)
         .mount(&server)
@@ -735,16 +640,14 @@ async fn a_garbage_2xx_body_on_pass_is_an_unknown_outcome() {
 
 #[tokio::test]
 async fn a_gateway_502_with_html_is_an_unknown_outcome() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v25.0/{PAGE}/take_thread_control")))
-        .respond_with(
-            ResponseTemplate::new(502)
-                .insert_header("content-type", "text/html")
-                .set_body_string("<html><body><h1>502 Bad Gateway</h1></body></html>"),
-        )
-        .mount(&server)
-        .await;
+    let server = answering_on(
+        "POST",
+        "take_thread_control",
+        ResponseTemplate::new(502)
+            .insert_header("content-type", "text/html")
+            .set_body_string("<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    )
+    .await;
     let err = client(&server)
         .take_thread_control(PSID, "m")
         .await
@@ -761,11 +664,11 @@ async fn a_gateway_502_with_html_is_an_unknown_outcome() {
 
 #[tokio::test]
 async fn a_graph_error_on_a_5xx_is_not_an_unknown_outcome() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(graph_error(503, 2, None, "Service temporarily unavailable"))
-        .mount(&server)
-        .await;
+    let server = answering(
+        "POST",
+        graph_error(503, 2, None, "Service temporarily unavailable"),
+    )
+    .await;
     let err = client(&server)
         .pass_thread_control(PSID, INBOX, "m")
         .await
@@ -823,18 +726,7 @@ async fn a_connection_lost_after_it_was_made_is_an_unknown_outcome() {
         &b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"succ"
             [..],
     ] {
-        let base = broken_server(reply);
-        let c = GraphClient::new(
-            GraphSettings {
-                base,
-                version: "v25.0".into(),
-                page_id: Some(PAGE.into()),
-                page_token: Secret::new(TOKEN),
-                app_secret: Secret::new(APP_SECRET),
-                timeout: Duration::from_secs(5),
-            },
-            reqwest::Client::new(),
-        );
+        let c = client_with(settings_at(broken_server(reply), Some(PAGE)));
         let err = c.take_thread_control(PSID, "m").await.unwrap_err();
         assert!(matches!(err, GraphError::Transport(_)), "{err:?}");
         assert!(err.is_transient());

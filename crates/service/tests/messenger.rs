@@ -18,9 +18,9 @@ use common::mocks::*;
 
 #[tokio::test]
 async fn verification_echoes_the_challenge_only_for_the_right_token() {
-    let db = TestDb::new(Db::Sqlite).await.unwrap();
+    let db = TestDb::new(Db::Sqlite).await;
     let (graph, _) = graph_mock().await;
-    let app = TestApp::start(&base_settings(&db.url, &graph.uri())).await;
+    let app = TestApp::against(&db, &graph, &[]).await;
     let get = |q: String| {
         let client = app.client.clone();
         let url = format!("{}/messenger?{q}", app.base);
@@ -68,10 +68,8 @@ async fn verification_echoes_the_challenge_only_for_the_right_token() {
 }
 
 async fn bad_signatures_and_bodies_store_nothing(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await;
+    let app = w.start().await;
     let body = delivery("standby_back_to_bot.json");
     let url = format!("{}/messenger", app.base);
     let post = |sig: Option<String>, body: String| {
@@ -118,26 +116,19 @@ async fn bad_signatures_and_bodies_store_nothing(db: Db) {
     assert!(app.jobs(PSID).await.is_empty());
     assert!(w.graph.received_requests().await.unwrap().is_empty());
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(bad_signatures_and_bodies_store_nothing);
 
 async fn the_whole_story(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await;
+    let app = w.start().await;
     w.handed_over(&app).await;
     assert_eq!(w.graph_calls().await, vec!["pass_thread_control"]);
 
-    let resp = app.deliver(&delivery("standby_back_to_bot.json")).await;
-    assert_eq!(resp.status(), 200);
+    let resp = app.deliver_ok(&delivery("standby_back_to_bot.json")).await;
     let ack: Value = resp.json().await.unwrap();
     assert_eq!(ack["stored"], 1);
-    let thread = app
-        .wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    let thread = app.settled_in(PSID, State::Bot).await;
     assert_eq!(thread.owner_app_id.as_deref(), Some(APP_ID));
 
     assert_eq!(
@@ -187,16 +178,8 @@ async fn the_whole_story(db: Db) {
             ("send_welcome".into(), JobStatus::Done),
         ]
     );
-    let audit: Vec<String> = app
-        .store()
-        .transitions(PAGE_ID, PSID)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| format!("{}->{}", t.from_state, t.to_state))
-        .collect();
     assert_eq!(
-        audit,
+        app.audit(PSID).await,
         vec![
             "BOT->PASSING",
             "PASSING->HUMAN",
@@ -205,19 +188,16 @@ async fn the_whole_story(db: Db) {
         ]
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(the_whole_story);
 
 async fn an_agent_hands_back_with_hash_bot(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await;
+    let app = w.start().await;
     w.handed_over(&app).await;
     // An ordinary agent reply changes nothing but the activity time.
     let hello = delivery("echo_from_inbox.json");
-    assert_eq!(app.deliver(&hello).await.status(), 200);
+    app.deliver_ok(&hello).await;
     app.wait_thread(PSID, "agent activity", |t| t.last_agent_msg_at.is_some())
         .await;
     app.wait_idle(PSID).await;
@@ -225,20 +205,10 @@ async fn an_agent_hands_back_with_hash_bot(db: Db) {
     // The bot's own echo is not agent activity and not a hand-back. (It would prove the bot
     // has the thread; this one is timestamped right after the pass, so the service asks
     // thread_owner, which says the inbox.)
-    assert_eq!(
-        app.deliver(&delivery("echo_from_bot.json")).await.status(),
-        200
-    );
+    app.deliver_ok(&delivery("echo_from_bot.json")).await;
 
-    assert_eq!(
-        app.deliver(&delivery("echo_agent_hash_bot.json"))
-            .await
-            .status(),
-        200
-    );
-    app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    app.deliver_ok(&delivery("echo_agent_hash_bot.json")).await;
+    app.settled_in(PSID, State::Bot).await;
     // Both echoes came within a second of the pass, closer than clocks can be trusted: the
     // service asked thread_owner (once or twice, as the checks overlap) before taking.
     let calls = w.graph_calls().await;
@@ -261,25 +231,17 @@ async fn an_agent_hands_back_with_hash_bot(db: Db) {
             .any(|t| t.cause.contains("AGENT_RETURN_PHRASES"))
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(an_agent_hands_back_with_hash_bot);
 
 async fn the_inbox_passing_back_needs_no_take(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await;
+    let app = w.start().await;
     w.handed_over(&app).await;
     // The agent marks the conversation done: at Meta the bot has the thread again.
     w.meta.set(Some(APP_ID));
-    assert_eq!(
-        app.deliver(&delivery("pass_to_us.json")).await.status(),
-        200
-    );
-    app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    app.deliver_ok(&delivery("pass_to_us.json")).await;
+    app.settled_in(PSID, State::Bot).await;
     // Done came within a second of the pass, closer than clocks can be trusted: the service
     // asked thread_owner before acting. No take.
     assert_eq!(
@@ -288,15 +250,12 @@ async fn the_inbox_passing_back_needs_no_take(db: Db) {
     );
     assert_eq!(w.df_calls().await.len(), 3, "contexts synced");
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(the_inbox_passing_back_needs_no_take);
 
 async fn duplicate_deliveries_take_once(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await;
+    let app = w.start().await;
     w.handed_over(&app).await;
     let body = delivery("standby_back_to_bot.json");
     let (a, b) = tokio::join!(app.deliver(&body), app.deliver(&body));
@@ -312,9 +271,8 @@ async fn duplicate_deliveries_take_once(db: Db) {
     ev["take_thread_control"]["new_owner_app_id"] = json!(APP_ID);
     ev["take_thread_control"]["previous_owner_app_id"] = json!(INBOX);
     ev["timestamp"] = json!(messenger_handover::time::now_ms());
-    app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    assert_eq!(app.deliver(&take_event.to_string()).await.status(), 200);
+    app.wait_state(PSID, State::Bot).await;
+    app.deliver_ok(&take_event.to_string()).await;
     app.wait_idle(PSID).await;
     assert_eq!(requests_to(&w.graph, "/take_thread_control").await.len(), 1);
     assert_eq!(
@@ -323,15 +281,12 @@ async fn duplicate_deliveries_take_once(db: Db) {
         "one welcome, not one per signal"
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(duplicate_deliveries_take_once);
 
 async fn a_batch_of_entries_is_stored_whole(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await;
+    let app = w.start().await;
     let resp = app.deliver(&delivery("batch_entries.json")).await;
     let ack: Value = resp.json().await.unwrap();
     assert_eq!(ack["stored"], 3);
@@ -345,88 +300,48 @@ async fn a_batch_of_entries_is_stored_whole(db: Db) {
         "the standby entry was read too"
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(a_batch_of_entries_is_stored_whole);
 
 async fn the_inbox_requesting_control_gets_it(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/plain_intent.json"))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.deliver(&delivery("request_from_inbox.json"))
-            .await
-            .status(),
-        200
-    );
-    let t = app
-        .wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
+    let w = World::new(db).await;
+    let app = w.start().await;
+    app.fulfill("plain_intent.json").await;
+    app.deliver_ok(&delivery("request_from_inbox.json")).await;
+    let t = app.wait_state(PSID, State::Human).await;
     assert_eq!(t.owner_app_id.as_deref(), Some(INBOX));
     let pass = &requests_to(&w.graph, "/pass_thread_control").await[0];
     let body: Value = serde_json::from_slice(&pass.body).unwrap();
     assert_eq!(body["target_app_id"], json!(263902037430900u64));
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(the_inbox_requesting_control_gets_it);
 
 async fn an_agent_replying_moves_the_thread_to_human(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
-    assert_eq!(
-        app.deliver(&delivery("take_by_inbox.json")).await.status(),
-        200
-    );
-    let t = app
-        .wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
+    let w = World::new(db).await;
+    let app = w.start().await;
+    app.deliver_ok(&delivery("take_by_inbox.json")).await;
+    let t = app.wait_state(PSID, State::Human).await;
     assert_eq!(t.owner_app_id.as_deref(), Some(INBOX));
     app.wait_idle(PSID).await;
     assert!(w.graph.received_requests().await.unwrap().is_empty());
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(an_agent_replying_moves_the_thread_to_human);
 
 async fn context_on_return(db: Db, mode: &str) -> (Vec<String>, Vec<Value>) {
-    let Some(mut w) = World::new(db).await else {
-        return (vec![], vec![]);
-    };
-    w.raw.set("CONTEXT_ON_RETURN", mode);
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await.with("CONTEXT_ON_RETURN", mode);
+    let app = w.start().await;
     w.handed_over(&app).await;
     app.deliver(&delivery("postback_back_to_bot.json")).await;
-    app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
-    let created =
-        w.df.received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.method.as_str() == "POST" && r.url.path() != "/token")
-            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
-            .collect();
+    app.settled_in(PSID, State::Bot).await;
+    let created = w.df_bodies("POST").await;
     let calls = w.df_calls().await;
     app.stop().await;
-    w.db.drop_db().await;
     (calls, created)
 }
 
 async fn context_reset(db: Db) {
-    if db == Db::Postgres && std::env::var("TEST_POSTGRES_URL").is_err() {
-        return;
-    }
     let (calls, created) = context_on_return(db, "reset").await;
     assert_eq!(
         calls,
@@ -441,9 +356,6 @@ async fn context_reset(db: Db) {
 both_backends!(context_reset);
 
 async fn context_restore(db: Db) {
-    if db == Db::Postgres && std::env::var("TEST_POSTGRES_URL").is_err() {
-        return;
-    }
     let (calls, created) = context_on_return(db, "restore").await;
     assert_eq!(
         calls,
@@ -467,9 +379,6 @@ async fn context_restore(db: Db) {
 both_backends!(context_restore);
 
 async fn context_keep(db: Db) {
-    if db == Db::Postgres && std::env::var("TEST_POSTGRES_URL").is_err() {
-        return;
-    }
     let (calls, created) = context_on_return(db, "keep").await;
     assert_eq!(calls, vec!["DELETE contexts/human_handover"]);
     assert!(created.is_empty());
@@ -477,19 +386,10 @@ async fn context_keep(db: Db) {
 both_backends!(context_keep);
 
 async fn a_silent_agent_gives_the_thread_back(db: Db) {
-    let Some(mut w) = World::new(db).await else {
-        return;
-    };
-    w.raw.set("AGENT_IDLE_TIMEOUT_SECS", "1");
-    let app = TestApp::start(&w.raw).await;
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/handover.json"))
-            .await
-            .status(),
-        200
-    );
-    app.wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
+    let w = World::new(db).await.with("AGENT_IDLE_TIMEOUT_SECS", "1");
+    let app = w.start().await;
+    app.fulfill("handover.json").await;
+    app.wait_state(PSID, State::Human).await;
     let t = app
         .wait_thread(PSID, "BOT after the idle timeout", |t| {
             t.state == State::Bot
@@ -519,29 +419,21 @@ async fn a_silent_agent_gives_the_thread_back(db: Db) {
         json!(DEFAULT_AGENT_TIMEOUT_MESSAGE)
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(a_silent_agent_gives_the_thread_back);
 
 async fn the_welcome_waits_for_the_24_hour_window(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await;
+    let app = w.start().await;
     // An agent took the thread in the inbox and hands it back; the user has not written
     // for days (the fixtures' timestamps are old).
-    assert_eq!(
-        app.deliver(&fixture("messenger/take_by_inbox.json"))
-            .await
-            .status(),
-        200
-    );
-    app.wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
+    app.deliver_ok(&fixture("messenger/take_by_inbox.json"))
         .await;
+    app.wait_state(PSID, State::Human).await;
     // The hand-back happened after the take (a fact older than the state would not count).
     let mut back = fixture_json("messenger/pass_to_us.json");
     back["entry"][0]["messaging"][0]["timestamp"] = json!(1_763_900_111_123i64);
-    assert_eq!(app.deliver(&back.to_string()).await.status(), 200);
+    app.deliver_ok(&back.to_string()).await;
     let t = app
         .wait_thread(PSID, "a kept welcome", |t| t.pending_welcome.is_some())
         .await;
@@ -554,24 +446,20 @@ async fn the_welcome_waits_for_the_24_hour_window(db: Db) {
         serde_json::from_str(&delivery("standby_user_message.json")).unwrap();
     let event = next["entry"][0]["standby"].take();
     next["entry"][0]["messaging"] = event;
-    assert_eq!(app.deliver(&next.to_string()).await.status(), 200);
+    app.deliver_ok(&next.to_string()).await;
     app.wait_thread(PSID, "the welcome sent", |t| t.pending_welcome.is_none())
         .await;
     app.wait_idle(PSID).await;
     assert_eq!(w.welcome_texts().await.len(), 1);
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(the_welcome_waits_for_the_24_hour_window);
 
 async fn a_crash_between_acknowledgement_and_take(db: Db) {
-    let Some(mut w) = World::new(db).await else {
-        return;
-    };
     // With PostgreSQL another replica may still hold a lease, so a dead worker's job waits
     // for its lease to run out; keep it short here.
-    w.raw.set("JOB_LEASE_MS", "1500");
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await.with("JOB_LEASE_MS", "1500");
+    let app = w.start().await;
     w.handed_over(&app).await;
     app.stop().await;
 
@@ -585,12 +473,7 @@ async fn a_crash_between_acknowledgement_and_take(db: Db) {
     raw.set("GRAPH_API_BASE", slow.uri());
     raw.set("HTTP_TIMEOUT_MS", "60000");
     let app = TestApp::start(&raw).await;
-    assert_eq!(
-        app.deliver(&delivery("standby_back_to_bot.json"))
-            .await
-            .status(),
-        200
-    );
+    app.deliver_ok(&delivery("standby_back_to_bot.json")).await;
     eventually("the take to be in flight", || async {
         !requests_to(&slow, "/take_thread_control").await.is_empty()
     })
@@ -598,20 +481,12 @@ async fn a_crash_between_acknowledgement_and_take(db: Db) {
     app.kill().await;
 
     // After the restart the acknowledged event still leads to the take.
-    let app = TestApp::start(&w.raw).await;
-    app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    let app = w.start().await;
+    app.settled_in(PSID, State::Bot).await;
     assert_eq!(requests_to(&w.graph, "/take_thread_control").await.len(), 1);
     assert_eq!(w.welcome_texts().await.len(), 1);
-    let take = app
-        .jobs(PSID)
-        .await
-        .into_iter()
-        .find(|j| j.kind == "take")
-        .unwrap();
+    let take = &app.jobs_of(PSID, "take").await[0];
     assert_eq!((take.status, take.attempts), (JobStatus::Done, 2));
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(a_crash_between_acknowledgement_and_take);

@@ -36,10 +36,9 @@ fn back_to_bot_for(i: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
 async fn two_replicas_pass_and_take_exactly_once() {
-    let Some(db) = TestDb::new(Db::Postgres).await else {
-        return;
-    };
+    let db = TestDb::new(Db::Postgres).await;
     let graph = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path_regex(r"/(pass|take)_thread_control$"))
@@ -51,7 +50,7 @@ async fn two_replicas_pass_and_take_exactly_once() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message_id": "m_1"})))
         .mount(&graph)
         .await;
-    let raw = base_settings(&db.url, &graph.uri());
+    let raw = settings(&db, &graph, &[]);
     // Both start at once: the migration lock keeps them from racing.
     let (a, b) = tokio::join!(TestApp::start(&raw), TestApp::start(&raw));
     let replicas = [&a, &b];
@@ -102,16 +101,14 @@ async fn two_replicas_pass_and_take_exactly_once() {
     // Both replicas did work: jobs were claimed across them.
     a.stop().await;
     b.stop().await;
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
 async fn the_reconciler_is_queued_once_for_all_replicas() {
-    let Some(db) = TestDb::new(Db::Postgres).await else {
-        return;
-    };
+    let db = TestDb::new(Db::Postgres).await;
     let graph = MockServer::start().await;
-    let raw = base_settings(&db.url, &graph.uri());
+    let raw = settings(&db, &graph, &[]);
     let (a, b) = tokio::join!(TestApp::start(&raw), TestApp::start(&raw));
     // Each worker tries to queue the reconciler at start; the singleton keeps one.
     let now = messenger_handover::time::now_ms();
@@ -130,5 +127,4 @@ async fn the_reconciler_is_queued_once_for_all_replicas() {
     assert_eq!(pending, 1, "{counts:?}");
     a.stop().await;
     b.stop().await;
-    db.drop_db().await;
 }

@@ -4,39 +4,20 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::app::*;
 use handover_core::State;
 use handover_core::jobs::JobPayload;
 use messenger_handover::config::{DEFAULT_HANDOVER_FAILED_MESSAGE, DEFAULT_WELCOME_BACK_MESSAGE};
-use messenger_handover::store::{JobRow, JobStatus, Store};
+use messenger_handover::store::{JobStatus, Store};
 use messenger_handover::time::{DAY_MS, now_ms};
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path, path_regex, query_param as has_query};
+use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-// ---- Copied verbatim from tests/messenger.rs (SESSION .. impl World) ----
-
 use common::mocks::*;
-
-// ---- Helpers of this file ----
-
-/// A Graph API error answer.
-fn graph_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(json!({"error": {
-        "message": message,
-        "type": "OAuthException",
-        "code": code,
-        "fbtrace_id": "AZlc3Rf0dBk8xXq2h1n7QWe"
-    }}))
-}
-
-fn thread_owner_path() -> String {
-    format!("/{GRAPH_VERSION}/{PAGE_ID}/thread_owner")
-}
 
 /// A `take_thread_control` event by which the bot app got the thread back from the inbox,
 /// timestamped `ts` by Meta.
@@ -51,37 +32,6 @@ fn take_event(ts: i64, metadata: Option<&str>) -> String {
         "metadata": metadata,
     });
     v.to_string()
-}
-
-fn of_kind(jobs: Vec<JobRow>, kind: &str) -> Vec<JobRow> {
-    jobs.into_iter().filter(|j| j.kind == kind).collect()
-}
-
-/// Who `thread_owner` was asked about, in the order the mock received the requests.
-async fn owner_asked(graph: &MockServer) -> Vec<String> {
-    requests_to(graph, "/thread_owner")
-        .await
-        .iter()
-        .filter_map(|r| query_param(r, "recipient"))
-        .collect()
-}
-
-/// Waits until `f` gives a value (or panics after 10 s).
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// A mock answer that notes when it was given (epoch ms, the clock the service stores).
@@ -113,16 +63,6 @@ async fn rewrite_payload(url: &str, psid: &str, kind: &str, payload: &str) {
     conn.close().await.unwrap();
 }
 
-async fn audit(app: &TestApp, psid: &str) -> Vec<String> {
-    app.store()
-        .transitions(PAGE_ID, psid)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| format!("{}->{}", t.from_state, t.to_state))
-        .collect()
-}
-
 // ---- 1. Late events of our own calls ----
 
 /// The user returns (take), then asks for a person again; Meta's event for the earlier take
@@ -130,23 +70,11 @@ async fn audit(app: &TestApp, psid: &str) -> Vec<String> {
 /// timestamped just before the new handover; otherwise with no metadata of ours, seconds
 /// before it.
 async fn late_take_event(db: Db, ours: bool) {
-    let Some(mut w) = World::new(db).await else {
-        return;
-    };
     // The pass of a handover waits, so the late event is processed while the thread is PASSING.
-    w.raw.set("HANDOVER_PASS_DELAY_MS", "1500");
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await.with("HANDOVER_PASS_DELAY_MS", "1500");
+    let app = w.start().await;
     w.handed_over(&app).await;
-    assert_eq!(
-        app.deliver(&delivery("standby_back_to_bot.json"))
-            .await
-            .status(),
-        200
-    );
-    let returned = app
-        .wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    let returned = w.user_returned(&app).await;
     let takes = requests_to(&w.graph, "/take_thread_control").await;
     assert_eq!(takes.len(), 1);
     let take_body: Value = serde_json::from_slice(&takes[0].body).unwrap();
@@ -160,15 +88,8 @@ async fn late_take_event(db: Db, ours: bool) {
     );
 
     let second_at = now_ms();
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/handover.json"))
-            .await
-            .status(),
-        200
-    );
-    let passing = app
-        .wait_thread(PSID, "PASSING", |t| t.state == State::Passing)
-        .await;
+    app.fulfill("handover.json").await;
+    let passing = app.wait_state(PSID, State::Passing).await;
     assert!(passing.epoch > returned.epoch);
 
     let late = if ours {
@@ -194,16 +115,13 @@ async fn late_take_event(db: Db, ours: bool) {
         "the late take event overturned the new handover: {t:?}, {passes} passes"
     );
     assert_eq!(t.epoch, passing.epoch, "the late event started an epoch");
-    let pass_jobs = of_kind(app.jobs(PSID).await, "pass");
+    let pass_jobs = app.jobs_of(PSID, "pass").await;
     assert!(
         pass_jobs.iter().all(|j| j.status != JobStatus::Cancelled),
         "{pass_jobs:?}"
     );
 
-    let t = app
-        .wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
-    app.wait_idle(PSID).await;
+    let t = app.settled_in(PSID, State::Human).await;
     assert_eq!(t.epoch, passing.epoch);
     assert_eq!(requests_to(&w.graph, "/pass_thread_control").await.len(), 2);
     assert_eq!(requests_to(&w.graph, "/take_thread_control").await.len(), 1);
@@ -213,7 +131,7 @@ async fn late_take_event(db: Db, ours: bool) {
         "only the first return's welcome"
     );
     assert_eq!(
-        audit(&app, PSID).await,
+        app.audit(PSID).await,
         vec![
             "BOT->PASSING",
             "PASSING->HUMAN",
@@ -224,7 +142,6 @@ async fn late_take_event(db: Db, ours: bool) {
         ]
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 
 // Before (issue 8, "A stale fact cancels a new handover"): Meta's `take_thread_control` event
@@ -250,39 +167,18 @@ both_backends!(a_late_take_event_without_our_metadata_is_ignored);
 // answer never came (HTTP_TIMEOUT_MS elapsed) was re-run blindly: the thread was taken twice,
 // and a user could get two welcome-back messages.
 async fn a_take_that_timed_out_is_verified_not_repeated(db: Db) {
-    let Some(mut w) = World::new(db).await else {
-        return;
-    };
-    w.raw.set("HTTP_TIMEOUT_MS", "500");
+    let w = World::new(db).await.with("HTTP_TIMEOUT_MS", "500");
     // Meta applies the take, but answers long after the service stopped waiting.
     Mock::given(method("POST"))
         .and(path_regex(r"/take_thread_control$"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"success": true}))
-                .set_delay(Duration::from_secs(4)),
-        )
+        .respond_with(success().set_delay(Duration::from_secs(4)))
         .with_priority(1)
         .mount(&w.graph)
         .await;
-    Mock::given(method("GET"))
-        .and(path(thread_owner_path()))
-        .and(has_query("recipient", PSID))
-        .respond_with(owner_is(Some(APP_ID)))
-        .mount(&w.graph)
-        .await;
-    let app = TestApp::start(&w.raw).await;
+    mount_owner(&w.graph, PSID, Some(APP_ID)).await;
+    let app = w.start().await;
     w.handed_over(&app).await;
-    assert_eq!(
-        app.deliver(&delivery("standby_back_to_bot.json"))
-            .await
-            .status(),
-        200
-    );
-    let t = app
-        .wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    let t = w.user_returned(&app).await;
     assert_eq!(t.owner_app_id.as_deref(), Some(APP_ID));
     assert_eq!(
         requests_to(&w.graph, "/take_thread_control").await.len(),
@@ -303,43 +199,30 @@ async fn a_take_that_timed_out_is_verified_not_repeated(db: Db) {
         welcomes[0]["message"]["text"],
         json!(DEFAULT_WELCOME_BACK_MESSAGE)
     );
-    let take = of_kind(app.jobs(PSID).await, "take");
+    let take = app.jobs_of(PSID, "take").await;
     assert_eq!(take.len(), 1);
     assert_eq!((take[0].status, take[0].attempts), (JobStatus::Done, 2));
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(a_take_that_timed_out_is_verified_not_repeated);
 
 // Before (issue 8, "Crashes and timeouts double effects"): a welcome whose Send API call timed
 // out was retried like any failure, so a user who had in fact received it got it again.
 async fn a_welcome_that_timed_out_is_not_sent_twice(db: Db) {
-    let Some(mut w) = World::new(db).await else {
-        return;
-    };
-    w.raw.set("HTTP_TIMEOUT_MS", "500");
+    let w = World::new(db).await.with("HTTP_TIMEOUT_MS", "500");
     // The Send API delivers, but answers long after the service stopped waiting.
     Mock::given(method("POST"))
         .and(path_regex(r"/messages$"))
         .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"recipient_id": PSID, "message_id": "m_welcome"}))
+            ok(json!({"recipient_id": PSID, "message_id": "m_welcome"}))
                 .set_delay(Duration::from_secs(4)),
         )
         .with_priority(1)
         .mount(&w.graph)
         .await;
-    let app = TestApp::start(&w.raw).await;
+    let app = w.start().await;
     w.handed_over(&app).await;
-    assert_eq!(
-        app.deliver(&delivery("standby_back_to_bot.json"))
-            .await
-            .status(),
-        200
-    );
-    app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    w.user_returned(&app).await;
     assert_eq!(
         requests_to(&w.graph, "/messages").await.len(),
         1,
@@ -349,14 +232,13 @@ async fn a_welcome_that_timed_out_is_not_sent_twice(db: Db) {
     assert_eq!(t.state, State::Bot);
     assert_eq!(t.pending_welcome, None, "{t:?}");
     assert_eq!(t.notified_epoch, t.epoch, "{t:?}");
-    let welcome = of_kind(app.jobs(PSID).await, "send_welcome");
+    let welcome = app.jobs_of(PSID, "send_welcome").await;
     assert_eq!(welcome.len(), 1);
     assert_eq!(
         (welcome[0].status, welcome[0].attempts),
         (JobStatus::Done, 1)
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(a_welcome_that_timed_out_is_not_sent_twice);
 
@@ -367,28 +249,23 @@ both_backends!(a_welcome_that_timed_out_is_not_sent_twice);
 // active in Dialogflow, and the user, told "connecting you with a person", was never told
 // otherwise.
 async fn a_long_outage_tells_the_user_the_handover_failed(db: Db) {
-    let Some(mut w) = World::new(db).await else {
-        return;
-    };
-    w.raw.set("JOB_RETRY_FOR_SECS", "2");
-    w.raw.set("JOB_RETRY_BASE_MS", "50");
+    let w = World::new(db)
+        .await
+        .with("JOB_RETRY_FOR_SECS", "2")
+        .with("JOB_RETRY_BASE_MS", "50");
     Mock::given(method("POST"))
         .and(path_regex(r"/pass_thread_control$"))
         .respond_with(graph_error(
             500,
             2,
+            None,
             "An unexpected error has occurred. Please retry your request later.",
         ))
         .with_priority(1)
         .mount(&w.graph)
         .await;
-    let app = TestApp::start(&w.raw).await;
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/handover.json"))
-            .await
-            .status(),
-        200
-    );
+    let app = w.start().await;
+    app.fulfill("handover.json").await;
     let t = app
         .wait_thread(PSID, "BOT after the outage", |t| {
             t.state == State::Bot && t.last_error.is_some()
@@ -434,30 +311,24 @@ async fn a_long_outage_tells_the_user_the_handover_failed(db: Db) {
         "{dead:?}"
     );
     let trail = app.store().transitions(PAGE_ID, PSID).await.unwrap();
-    assert_eq!(
-        audit(&app, PSID).await,
-        vec!["BOT->PASSING", "PASSING->BOT"]
-    );
+    assert_eq!(app.audit(PSID).await, vec!["BOT->PASSING", "PASSING->BOT"]);
     assert!(
         trail.last().unwrap().cause.contains("cannot happen"),
         "{trail:?}"
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(a_long_outage_tells_the_user_the_handover_failed);
 
 // Before (issue 8, "Outages drop handovers silently"): a `Retry-After` header on a 429 was
 // ignored; the pass was retried after about 0.13 s.
 async fn retry_after_is_honoured(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
+    let w = World::new(db).await;
     let refused_at = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .and(path_regex(r"/pass_thread_control$"))
         .respond_with(Stamped {
-            template: graph_error(429, 4, "(#4) Application request limit reached")
+            template: graph_error(429, 4, None, "(#4) Application request limit reached")
                 .insert_header("Retry-After", "2"),
             at: refused_at.clone(),
         })
@@ -465,15 +336,11 @@ async fn retry_after_is_honoured(db: Db) {
         .with_priority(1)
         .mount(&w.graph)
         .await;
-    let app = TestApp::start(&w.raw).await;
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/handover.json"))
-            .await
-            .status(),
-        200
-    );
+    let app = w.start().await;
+    app.fulfill("handover.json").await;
     let waiting = wait_for("the pass to wait for its retry", || async {
-        of_kind(app.jobs(PSID).await, "pass")
+        app.jobs_of(PSID, "pass")
+            .await
             .into_iter()
             .find(|j| j.status == JobStatus::Pending && j.attempts == 1 && j.last_error.is_some())
     })
@@ -484,15 +351,12 @@ async fn retry_after_is_honoured(db: Db) {
         "retry due {} ms after the 429 that said Retry-After: 2",
         waiting.run_at - refused
     );
-    app.wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-        .await;
-    app.wait_idle(PSID).await;
+    app.settled_in(PSID, State::Human).await;
     assert_eq!(requests_to(&w.graph, "/pass_thread_control").await.len(), 2);
-    let pass = of_kind(app.jobs(PSID).await, "pass");
+    let pass = app.jobs_of(PSID, "pass").await;
     assert_eq!(pass.len(), 1);
     assert_eq!((pass[0].status, pass[0].attempts), (JobStatus::Done, 2));
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(retry_after_is_honoured);
 
@@ -505,9 +369,7 @@ both_backends!(retry_after_is_honoured);
 async fn the_reconciler_backs_off_and_does_not_starve(db: Db) {
     const HUMANS: usize = 150;
     const BATCH: usize = 100;
-    let Some(db) = TestDb::new(db).await else {
-        return;
-    };
+    let db = TestDb::new(db).await;
     let passing = "3999999999999999".to_owned();
     let humans: Vec<String> = (0..HUMANS).map(|i| format!("4{i:015}")).collect();
     // The HUMAN threads are older and due earlier than the stuck pass: whatever order one
@@ -520,26 +382,13 @@ async fn the_reconciler_backs_off_and_does_not_starve(db: Db) {
     put_threads(&db.url, &threads).await;
 
     let graph = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(thread_owner_path()))
-        .and(has_query("recipient", passing.as_str()))
-        .respond_with(owner_is(Some(APP_ID)))
-        .with_priority(1)
-        .mount(&graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(thread_owner_path()))
+    mount_owner(&graph, &passing, Some(APP_ID)).await;
+    edge("GET", "thread_owner")
         .respond_with(owner_is(Some(INBOX)))
         .mount(&graph)
         .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message_id": "m_1"})))
-        .mount(&graph)
-        .await;
-    let mut raw = base_settings(&db.url, &graph.uri());
-    raw.set("RECONCILE_INTERVAL_SECS", "1");
-    raw.set("STUCK_AFTER_SECS", "120");
-    let app = TestApp::start(&raw).await;
+    accept_posts(&graph).await;
+    let app = TestApp::against(&db, &graph, &RECONCILE_EVERY_SECOND).await;
 
     // The stuck pass is corrected: Meta says the bot still has the thread.
     let t = app
@@ -605,7 +454,6 @@ async fn the_reconciler_backs_off_and_does_not_starve(db: Db) {
         );
     }
     app.stop().await;
-    db.drop_db().await;
 }
 both_backends!(the_reconciler_backs_off_and_does_not_starve);
 
@@ -616,9 +464,7 @@ both_backends!(the_reconciler_backs_off_and_does_not_starve);
 // with it stayed `running` until its lease ran out, then again, forever, and its user's queue
 // was blocked behind it.
 async fn an_undecodable_job_fails_alone(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
+    let w = World::new(db).await;
     let store = Store::connect(&w.db.url).await.unwrap();
     store.migrate().await.unwrap();
     let now = now_ms();
@@ -654,7 +500,7 @@ async fn an_undecodable_job_fails_alone(db: Db) {
     }
     store.close().await;
 
-    let app = TestApp::start(&w.raw).await;
+    let app = w.start().await;
     // The other user's work goes on: a handover reaches the inbox.
     w.handed_over(&app).await;
     assert_eq!(requests_to(&w.graph, "/pass_thread_control").await.len(), 1);
@@ -687,7 +533,6 @@ async fn an_undecodable_job_fails_alone(db: Db) {
         "{counts:?}"
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(an_undecodable_job_fails_alone);
 
@@ -697,31 +542,16 @@ both_backends!(an_undecodable_job_fails_alone);
 // action while HUMAN (a user tapping an old bot button: postbacks still reach the integration)
 // moved the thread to BOT; the user's "back to bot" was then ignored: no take, no welcome.
 async fn an_ordinary_intent_while_human_keeps_the_thread_human(db: Db) {
-    let Some(w) = World::new(db).await else {
-        return;
-    };
-    let app = TestApp::start(&w.raw).await;
+    let w = World::new(db).await;
+    let app = w.start().await;
     w.handed_over(&app).await;
-    assert_eq!(
-        app.fulfillment(&fixture("dialogflow/plain_intent.json"))
-            .await
-            .status(),
-        200
-    );
+    app.fulfill("plain_intent.json").await;
     app.wait_idle(PSID).await;
     let t = app.thread(PSID).await.unwrap();
     assert_eq!(t.state, State::Human, "{t:?}");
     assert_eq!(t.owner_app_id.as_deref(), Some(INBOX));
 
-    assert_eq!(
-        app.deliver(&delivery("standby_back_to_bot.json"))
-            .await
-            .status(),
-        200
-    );
-    app.wait_thread(PSID, "BOT", |t| t.state == State::Bot)
-        .await;
-    app.wait_idle(PSID).await;
+    w.user_returned(&app).await;
     assert_eq!(
         w.graph_calls().await,
         vec!["pass_thread_control", "take_thread_control", "messages"]
@@ -731,6 +561,5 @@ async fn an_ordinary_intent_while_human_keeps_the_thread_human(db: Db) {
         json!(DEFAULT_WELCOME_BACK_MESSAGE)
     );
     app.stop().await;
-    w.db.drop_db().await;
 }
 both_backends!(an_ordinary_intent_while_human_keeps_the_thread_human);

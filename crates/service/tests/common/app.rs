@@ -2,10 +2,9 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use handover_core::Thread;
+use handover_core::{State, Thread};
 use messenger_handover::app::Shared;
 use messenger_handover::config::{RawSettings, Settings};
 use messenger_handover::messenger::signature;
@@ -13,6 +12,8 @@ use messenger_handover::startup::Application;
 use messenger_handover::store::{JobRow, Store};
 use serde_json::Value;
 use wiremock::MockServer;
+
+pub use super::db::{Db, TestDb};
 
 pub const APP_ID: &str = "111111111111111";
 pub const APP_SECRET: &str = "test-app-secret";
@@ -24,82 +25,6 @@ pub const PSID_2: &str = "2031835813581292";
 pub const INBOX: &str = "263902037430900";
 pub const FULFILLMENT_TOKEN: &str = "fulfillment-token-0123456789abcdef";
 pub const GRAPH_VERSION: &str = "v25.0";
-
-/// Which store backend a test runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh, empty database for one test; dropped (PostgreSQL) or deleted (SQLite) at the end.
-pub struct TestDb {
-    pub url: String,
-    dir: tempfile::TempDir,
-    admin_url: Option<String>,
-    name: Option<String>,
-}
-
-impl TestDb {
-    /// `None` when the backend is not available here (PostgreSQL without TEST_POSTGRES_URL).
-    pub async fn new(db: Db) -> Option<TestDb> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        match db {
-            Db::Sqlite => Some(TestDb {
-                url: format!("sqlite://{}", dir.path().join("handover.db").display()),
-                dir,
-                admin_url: None,
-                name: None,
-            }),
-            Db::Postgres => {
-                let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
-                    eprintln!(
-                        "skipped: TEST_POSTGRES_URL is not set, so the PostgreSQL variant of this test did not run"
-                    );
-                    return None;
-                };
-                let name = format!("handover_test_{:016x}", rand::random::<u64>());
-                run_admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
-                let (base, _) = admin_url
-                    .rsplit_once('/')
-                    .expect("TEST_POSTGRES_URL has a database");
-                Some(TestDb {
-                    url: format!("{base}/{name}"),
-                    dir,
-                    admin_url: Some(admin_url),
-                    name: Some(name),
-                })
-            }
-        }
-    }
-
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-
-    pub async fn drop_db(self) {
-        if let (Some(admin), Some(name)) = (&self.admin_url, &self.name) {
-            run_admin(
-                admin,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            )
-            .await;
-        }
-    }
-}
-
-async fn run_admin(url: &str, sql: &str) {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url)
-        .await
-        .expect("TEST_POSTGRES_URL is set but the server cannot be reached");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await
-        .expect(sql);
-    let _ = conn.close().await;
-}
 
 /// The settings every test starts from.
 pub fn base_settings(db_url: &str, graph: &str) -> RawSettings {
@@ -122,6 +47,15 @@ pub fn base_settings(db_url: &str, graph: &str) -> RawSettings {
     ])
 }
 
+/// [`base_settings`] on `db` against `graph` (no Dialogflow), with `overrides`.
+pub fn settings(db: &TestDb, graph: &MockServer, overrides: &[(&str, &str)]) -> RawSettings {
+    let mut raw = base_settings(&db.url, &graph.uri());
+    for (key, value) in overrides {
+        raw.set(*key, *value);
+    }
+    raw
+}
+
 pub struct TestApp {
     pub base: String,
     pub services: Shared,
@@ -139,6 +73,11 @@ impl TestApp {
             client: reqwest::Client::new(),
             app: Some(app),
         }
+    }
+
+    /// The service on `db` against `graph` (no Dialogflow), with `overrides`.
+    pub async fn against(db: &TestDb, graph: &MockServer, overrides: &[(&str, &str)]) -> TestApp {
+        TestApp::start(&settings(db, graph, overrides)).await
     }
 
     pub fn store(&self) -> &Store {
@@ -166,6 +105,22 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Dialogflow calls `/fulfillment` with `fixtures/dialogflow/{name}`; the call succeeds.
+    pub async fn fulfill(&self, name: &str) -> reqwest::Response {
+        let resp = self
+            .fulfillment(&fixture(&format!("dialogflow/{name}")))
+            .await;
+        assert_eq!(resp.status(), 200, "fulfillment of {name}");
+        resp
+    }
+
+    /// Meta delivers `body`, and the service acknowledges it.
+    pub async fn deliver_ok(&self, body: &str) -> reqwest::Response {
+        let resp = self.deliver(body).await;
+        assert_eq!(resp.status(), 200, "delivery of {body}");
+        resp
     }
 
     /// A delivery signed like Meta signs it.
@@ -212,6 +167,38 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Waits until `psid`'s thread is in `state`.
+    pub async fn wait_state(&self, psid: &str, state: State) -> Thread {
+        self.wait_thread(psid, state.as_str(), |t| t.state == state)
+            .await
+    }
+
+    /// Waits until `psid`'s thread is in `state` and then until its jobs have run; returns
+    /// the thread as it was when it reached `state`.
+    pub async fn settled_in(&self, psid: &str, state: State) -> Thread {
+        let thread = self.wait_state(psid, state).await;
+        self.wait_idle(psid).await;
+        thread
+    }
+
+    /// The audit trail of `psid`'s thread as `FROM->TO` steps.
+    pub async fn audit(&self, psid: &str) -> Vec<String> {
+        self.store()
+            .transitions(PAGE_ID, psid)
+            .await
+            .expect("store")
+            .into_iter()
+            .map(|t| format!("{}->{}", t.from_state, t.to_state))
+            .collect()
+    }
+
+    /// `psid`'s jobs of one kind, oldest first.
+    pub async fn jobs_of(&self, psid: &str, kind: &str) -> Vec<JobRow> {
+        let mut jobs = self.jobs(psid).await;
+        jobs.retain(|j| j.kind == kind);
+        jobs
     }
 
     /// Waits until no job of `psid` is pending or running.
@@ -277,27 +264,27 @@ where
     }
 }
 
+/// Waits until `f` gives a value (or panics after 10 s).
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub fn query_param(req: &wiremock::Request, name: &str) -> Option<String> {
     req.url
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
-}
-
-/// Runs `$body` (an async fn taking a `Db`) once per backend: SQLite always, PostgreSQL when
-/// TEST_POSTGRES_URL is set.
-#[macro_export]
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::common::app::Db::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::common::app::Db::Postgres).await;
-            }
-        }
-    };
 }

@@ -2,13 +2,13 @@
 //! `/fulfillment` with signed fixture deliveries.
 #![allow(dead_code)]
 
-use handover_core::State;
+use handover_core::{State, Thread};
 use messenger_handover::config::RawSettings;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use wiremock::matchers::{header, method, path, path_regex};
+use wiremock::matchers::{header, method, path, path_regex, query_param};
 
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockBuilder, MockServer, Request, Respond, ResponseTemplate};
 
 use super::app::*;
 use super::google::write_service_account_key;
@@ -16,6 +16,89 @@ use super::google::write_service_account_key;
 pub const SESSION: &str =
     "projects/handover-demo-4f2a1/agent/sessions/3c32f610-3f2b-4bd8-9712-43eb69c06c43";
 pub const GOOGLE_TOKEN: &str = "ya29.test-access-token";
+
+/// A 200 answer with a JSON body.
+pub fn ok(body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+/// Meta's answer to a thread-control call that worked.
+pub fn success() -> ResponseTemplate {
+    ok(json!({"success": true}))
+}
+
+/// A Graph API error answer, as Meta shapes it.
+pub fn graph_error(
+    status: u16,
+    code: i64,
+    subcode: Option<i64>,
+    message: &str,
+) -> ResponseTemplate {
+    let mut error = json!({
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": "AQ2lKD7UqnvqCrMs16fUNLk",
+    });
+    if let Some(sub) = subcode {
+        error["error_subcode"] = json!(sub);
+    }
+    ResponseTemplate::new(status).set_body_json(json!({ "error": error }))
+}
+
+/// The path of a Page edge as the service calls it: `/v25.0/{PAGE_ID}/{edge}`.
+pub fn graph_path(edge: &str) -> String {
+    format!("/{GRAPH_VERSION}/{PAGE_ID}/{edge}")
+}
+
+/// A mock of `METHOD /v25.0/{PAGE_ID}/{edge}`.
+pub fn edge(verb: &str, edge: &str) -> MockBuilder {
+    Mock::given(method(verb)).and(path(graph_path(edge)))
+}
+
+/// A Graph API that accepts every POST (`{"success": true}`) and knows no GET.
+pub async fn graph_ok() -> MockServer {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(success())
+        .mount(&graph)
+        .await;
+    graph
+}
+
+/// `thread_owner` about `psid` answers `owner` (the app, or idle when `None`). It wins over
+/// any other `thread_owner` answer.
+pub async fn mount_owner(graph: &MockServer, psid: &str, owner: Option<&str>) {
+    edge("GET", "thread_owner")
+        .and(query_param("recipient", psid))
+        .respond_with(owner_is(owner))
+        .with_priority(1)
+        .mount(graph)
+        .await;
+}
+
+/// Every POST the mocks above do not answer succeeds, as a sent message.
+pub async fn accept_posts(graph: &MockServer) {
+    Mock::given(method("POST"))
+        .respond_with(ok(json!({"message_id": "m_1"})))
+        .mount(graph)
+        .await;
+}
+
+/// Who `thread_owner` was asked about, in the order the mock received the requests.
+pub async fn owner_asked(graph: &MockServer) -> Vec<String> {
+    requests_to(graph, "/thread_owner")
+        .await
+        .iter()
+        .filter_map(|r| super::app::query_param(r, "recipient"))
+        .collect()
+}
+
+/// The reconciler every second, and a thread stuck after two minutes.
+pub const RECONCILE_EVERY_SECOND: [(&str, &str); 2] = [
+    ("RECONCILE_INTERVAL_SECS", "1"),
+    ("STUCK_AFTER_SECS", "120"),
+];
 
 /// A fixture delivery with its timestamps moved to now (the welcome-back needs a user
 /// message inside the last 24 hours).
@@ -67,7 +150,7 @@ impl Respond for ThreadControl {
             };
             self.0.set(target.as_deref());
         }
-        ResponseTemplate::new(200).set_body_json(json!({"success": true}))
+        success()
     }
 }
 
@@ -161,8 +244,8 @@ pub struct World {
 }
 
 impl World {
-    pub async fn new(db: Db) -> Option<World> {
-        let db = TestDb::new(db).await?;
+    pub async fn new(db: Db) -> World {
+        let db = TestDb::new(db).await;
         let (graph, meta) = graph_mock().await;
         let df = dialogflow_mock().await;
         let key = write_service_account_key(&db.dir(), &format!("{}/token", df.uri()));
@@ -170,26 +253,37 @@ impl World {
         raw.set("DIALOGFLOW_PROJECT_ID", "handover-demo-4f2a1");
         raw.set("DIALOGFLOW_API_BASE", df.uri());
         raw.set("GOOGLE_APPLICATION_CREDENTIALS", key.display().to_string());
-        Some(World {
+        World {
             db,
             graph,
             meta,
             df,
             raw,
-        })
+        }
+    }
+
+    /// The same world with one setting changed.
+    pub fn with(mut self, key: &str, value: &str) -> World {
+        self.raw.set(key, value);
+        self
+    }
+
+    /// The service in this world.
+    pub async fn start(&self) -> TestApp {
+        TestApp::start(&self.raw).await
     }
 
     /// Fulfillment handover, then wait until the pass went through.
     pub async fn handed_over(&self, app: &TestApp) {
-        assert_eq!(
-            app.fulfillment(&fixture("dialogflow/handover.json"))
-                .await
-                .status(),
-            200
-        );
-        app.wait_thread(PSID, "HUMAN", |t| t.state == State::Human)
-            .await;
-        app.wait_idle(PSID).await;
+        app.fulfill("handover.json").await;
+        app.settled_in(PSID, State::Human).await;
+    }
+
+    /// The user writes "Back to bot!" while the inbox has the thread (Meta delivers it on
+    /// `standby`); waits until the thread is the bot's and its jobs have run.
+    pub async fn user_returned(&self, app: &TestApp) -> Thread {
+        app.deliver_ok(&delivery("standby_back_to_bot.json")).await;
+        app.settled_in(PSID, State::Bot).await
     }
 
     pub async fn graph_calls(&self) -> Vec<String> {
@@ -214,6 +308,18 @@ impl World {
                 let tail = path.rsplit_once("/contexts").map_or("", |(_, t)| t);
                 format!("{} contexts{}", r.method, tail)
             })
+            .collect()
+    }
+
+    /// The bodies of the Dialogflow calls with `method` (the token endpoint's left out).
+    pub async fn df_bodies(&self, method: &str) -> Vec<Value> {
+        self.df
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.method.as_str() == method && r.url.path() != "/token")
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
             .collect()
     }
 

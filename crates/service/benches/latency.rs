@@ -339,6 +339,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() {
+    messenger_handover::tls::install();
     // `cargo bench` passes --bench; anything else (e.g. `cargo test --benches`) gets a smoke run.
     let full = std::env::args().any(|a| a == "--bench");
     let n = env_usize("BENCH_N", if full { 400 } else { 20 }).max(1);

@@ -141,6 +141,7 @@ fn serve_logs_no_secrets_and_answers_healthcheck() {
     let base = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        messenger_handover::tls::install();
         let client = reqwest::Client::new();
         let verify = client
             .get(format!(

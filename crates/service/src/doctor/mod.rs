@@ -8,13 +8,14 @@
 //! handover target; the Dialogflow credentials yield a token and can read the agent;
 //! fulfillment auth is set; the store is reachable and migrated.
 //!
-//! - [`findings`]: what a finding is and the rules that turn facts (API answers, errors,
+//! - `findings`: what a finding is and the rules that turn facts (API answers, errors,
 //!   settings) into findings with their fix; pure, unit-tested without I/O.
-//! - [`versions`]: the Graph API versions and their end dates.
-//! - [`checks`]: the calls (Graph, Dialogflow, the store) that gather the facts, in order.
-//! - [`output`]: the ✓/✗ lines, with every configured secret redacted, and the exit code.
+//! - `versions`: the Graph API versions and their end dates.
+//! - `checks`: the calls (Graph, Dialogflow, the store) that gather the facts, in order.
+//! - `output`: the ✓/✗ lines, with every configured secret redacted, and the exit code.
 //!
-//! The clients are built by the same functions as `serve`'s ([`crate::startup`]).
+//! The clients are built by the same functions as `serve`'s ([`crate::startup`]). No token or
+//! secret is ever printed.
 
 mod checks;
 mod findings;

@@ -1,10 +1,19 @@
 //! The rules, without I/O.
 
-use super::*;
-use crate::config::RawSettings;
-use crate::secret::Secret;
+use std::path::{Path, PathBuf};
+
 use serde_json::json;
 use time::macros::{date, datetime};
+
+use super::*;
+use crate::config::{
+    DialogflowSettings, FulfillmentAuth, GoogleCredentials, MessengerMode, PAGE_INBOX_APP_ID,
+    RawSettings, Settings,
+};
+use crate::dialogflow::api::DialogflowError;
+use crate::dialogflow::auth::AuthError;
+use crate::messenger::graph::GraphError;
+use crate::secret::Secret;
 
 fn settings(pairs: &[(&str, &str)]) -> Settings {
     let mut raw = RawSettings::from_pairs([

@@ -469,6 +469,7 @@ async fn serve_by_hand(world: World) -> ExitCode {
     println!("   curl -s -XPOST {control}/agent/42/replies -d '#bot'");
     println!("   curl -s -XPOST {control}/agent/42/done");
     println!("   curl -s {}/metrics", world.base);
+    print_doctor_command(&world);
     let result = server.run().await;
     if let Ok(w) = std::sync::Arc::try_unwrap(world.into_inner()) {
         w.stop().await;
@@ -480,6 +481,56 @@ async fn serve_by_hand(world: World) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The settings `doctor` reads, as the demo's service runs with them, plus the companion app's
+/// Page token (only `doctor --fix` uses it). They are the emulator's own credentials, valid on
+/// loopback only: showing them is the point.
+fn doctor_settings(world: &World) -> Vec<(&'static str, String)> {
+    const FROM_THE_SERVICE: &[&str] = &[
+        "DATABASE_URL",
+        "FB_APP_ID",
+        "FB_APP_SECRET",
+        "FB_PAGE_ACCESS_TOKEN",
+        "FB_VERIFY_TOKEN",
+        "FB_PAGE_ID",
+        "FB_WEBHOOK_APP_ID",
+        "FB_WEBHOOK_APP_SECRET",
+        "GRAPH_API_BASE",
+        "GRAPH_API_VERSION",
+        "DIALOGFLOW_PROJECT_ID",
+        "DIALOGFLOW_API_BASE",
+        "GOOGLE_METADATA_TOKEN_URL",
+        "FULFILLMENT_TOKEN",
+        "CONTEXT_ON_RETURN",
+    ];
+    let mut out: Vec<(&'static str, String)> = FROM_THE_SERVICE
+        .iter()
+        .filter_map(|&name| Some((name, world.raw.get(name)?.to_owned())))
+        .collect();
+    out.push((
+        "FB_WEBHOOK_PAGE_ACCESS_TOKEN",
+        world.emulator.config().companion_page_token,
+    ));
+    out
+}
+
+/// `export` lines and the command that run `doctor` against this demo from another shell.
+fn print_doctor_command(world: &World) {
+    println!("\nCheck this setup with doctor, from another shell:");
+    for (name, value) in doctor_settings(world) {
+        println!("   export {name}={}", shell_word(&value));
+    }
+    let exe = std::env::current_exe()
+        .map(|path| shell_word(&path.to_string_lossy()))
+        .unwrap_or_else(|_| "messenger-handover".to_owned());
+    println!("   {exe} doctor");
+}
+
+/// `text` quoted for a POSIX shell only when it needs it, so URLs and ids stay readable.
+fn shell_word(text: &str) -> String {
+    // try_quote refuses only a NUL byte, which no setting or path here holds.
+    shlex::try_quote(text).map_or_else(|_| text.to_owned(), String::from)
 }
 
 async fn after_action(world: &World, psid: &str) -> HttpResponse {

@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::app::{Services, Shared, policy_from};
-use crate::config::{GoogleCredentials, Settings};
+use crate::config::{DialogflowSettings, GoogleCredentials, Settings};
 use crate::dialogflow::SessionSync;
 use crate::dialogflow::api::DialogflowClient;
-use crate::dialogflow::auth::{TokenSource, TokenSourceConfig};
+use crate::dialogflow::auth::{AuthError, TokenSource, TokenSourceConfig};
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::metrics::Metrics;
 use crate::routes::{fulfillment, health, messenger};
+use crate::secret::Secret;
 use crate::store::{Backend, Store};
 use crate::time::now_ms;
 
@@ -42,19 +43,57 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, StartError> {
-    let http = http_client();
-    let timeout = Duration::from_millis(settings.http_timeout_ms);
-    let graph = GraphClient::new(
+/// The Graph API client of `settings`, calling with `page_token` (and `app_secret` for
+/// `appsecret_proof`): the bot app's for the service; `doctor --fix` also uses the webhook app's.
+pub fn graph_client(
+    settings: &Settings,
+    http: &reqwest::Client,
+    page_token: &Secret,
+    app_secret: &Secret,
+) -> GraphClient {
+    GraphClient::new(
         GraphSettings {
             base: settings.graph_api_base.clone(),
             version: settings.graph_api_version.clone(),
             page_id: settings.fb_page_id.clone(),
-            page_token: settings.fb_page_access_token.clone(),
-            app_secret: settings.fb_app_secret.clone(),
-            timeout,
+            page_token: page_token.clone(),
+            app_secret: app_secret.clone(),
+            timeout: Duration::from_millis(settings.http_timeout_ms),
         },
         http.clone(),
+    )
+}
+
+/// The source of Dialogflow's Google access tokens for the configured credentials.
+pub async fn token_source(credentials: &GoogleCredentials) -> Result<TokenSource, AuthError> {
+    TokenSource::build(match credentials {
+        GoogleCredentials::KeyFile(path) => TokenSourceConfig::ServiceAccountFile(path.clone()),
+        GoogleCredentials::MetadataServer { url } => {
+            TokenSourceConfig::MetadataServer { url: url.clone() }
+        }
+    })
+    .await
+}
+
+/// The Dialogflow API client of `df`, with tokens from `auth`.
+pub fn dialogflow_client(
+    settings: &Settings,
+    df: &DialogflowSettings,
+    http: &reqwest::Client,
+    auth: Arc<TokenSource>,
+) -> DialogflowClient {
+    let timeout = Duration::from_millis(settings.http_timeout_ms);
+    DialogflowClient::new(http.clone(), df.api_base.clone(), auth, timeout)
+        .with_explicit_base(df.api_base_explicit)
+}
+
+pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, StartError> {
+    let http = http_client();
+    let graph = graph_client(
+        &settings,
+        &http,
+        &settings.fb_page_access_token,
+        &settings.fb_app_secret,
     );
     let dialogflow = match &settings.dialogflow {
         None => {
@@ -62,19 +101,13 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
             None
         }
         Some(df) => {
-            let (config, variable) = match &df.credentials {
-                GoogleCredentials::KeyFile(path) => (
-                    TokenSourceConfig::ServiceAccountFile(path.clone()),
-                    "GOOGLE_APPLICATION_CREDENTIALS",
-                ),
-                GoogleCredentials::MetadataServer { url } => (
-                    TokenSourceConfig::MetadataServer { url: url.clone() },
-                    "GOOGLE_METADATA_TOKEN_URL",
-                ),
-            };
-            let auth = TokenSource::build(config)
-                .await
-                .map_err(|e| StartError::Setting(format!("{variable}: {e}")))?;
+            let auth = token_source(&df.credentials).await.map_err(|e| {
+                let variable = match df.credentials {
+                    GoogleCredentials::KeyFile(_) => "GOOGLE_APPLICATION_CREDENTIALS",
+                    GoogleCredentials::MetadataServer { .. } => "GOOGLE_METADATA_TOKEN_URL",
+                };
+                StartError::Setting(format!("{variable}: {e}"))
+            })?;
             info!(
                 project = df.project_id.as_str(),
                 location = df.location.as_str(),
@@ -82,9 +115,7 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
                 mode = settings.context_on_return.as_str(),
                 "context sync is on"
             );
-            let client =
-                DialogflowClient::new(http.clone(), df.api_base.clone(), Arc::new(auth), timeout)
-                    .with_explicit_base(df.api_base_explicit);
+            let client = dialogflow_client(&settings, df, &http, Arc::new(auth));
             Some(Arc::new(client) as Arc<dyn SessionSync>)
         }
     };

@@ -2,13 +2,16 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::dev::{ServerHandle, Service};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use tracing_actix_web::TracingLogger;
 
 use crate::app::{Services, Shared, policy_from};
 use crate::config::{DialogflowSettings, GoogleCredentials, Settings};
@@ -17,7 +20,8 @@ use crate::dialogflow::api::DialogflowClient;
 use crate::dialogflow::auth::{AuthError, TokenSource, TokenSourceConfig};
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::metrics::Metrics;
-use crate::routes::{fulfillment, health, messenger};
+use crate::routes::observe::{RequestSpan, record_latency};
+use crate::routes::{MAX_BODY, fulfillment, health, messenger};
 use crate::secret::Secret;
 use crate::store::{Backend, Store};
 use crate::time::now_ms;
@@ -89,12 +93,14 @@ pub fn dialogflow_client(
 
 pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, StartError> {
     let http = http_client();
+    let metrics = Metrics::new();
     let graph = graph_client(
         &settings,
         &http,
         &settings.fb_page_access_token,
         &settings.fb_app_secret,
-    );
+    )
+    .with_metrics(metrics.clone());
     let dialogflow = match &settings.dialogflow {
         None => {
             info!("context sync is off: DIALOGFLOW_PROJECT_ID is not set");
@@ -115,7 +121,8 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
                 mode = settings.context_on_return.as_str(),
                 "context sync is on"
             );
-            let client = dialogflow_client(&settings, df, &http, Arc::new(auth));
+            let client = dialogflow_client(&settings, df, &http, Arc::new(auth))
+                .with_metrics(metrics.clone());
             Some(Arc::new(client) as Arc<dyn SessionSync>)
         }
     };
@@ -125,9 +132,36 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
         store,
         graph,
         dialogflow,
-        metrics: Metrics::default(),
+        metrics,
         wake: Notify::new(),
     }))
+}
+
+/// The routes and their middleware, for the server and for tests.
+pub fn app(
+    data: web::Data<Services>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(data)
+        // Bodies are read whole (signatures cover the exact bytes); larger ones get a JSON 413.
+        .app_data(web::PayloadConfig::new(MAX_BODY))
+        .wrap(from_fn(record_latency))
+        .wrap(TracingLogger::<RequestSpan>::new())
+        .route("/fulfillment", web::post().to(fulfillment::fulfillment))
+        .route("/messenger", web::get().to(messenger::verify))
+        .route("/messenger", web::post().to(messenger::receive))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .default_service(web::to(crate::routes::not_found))
 }
 
 pub struct Application {
@@ -137,6 +171,8 @@ pub struct Application {
     services: Shared,
     stop_worker: CancellationToken,
     worker: tokio::task::JoinHandle<()>,
+    /// Folds latency samples into their buckets between scrapes.
+    metrics_upkeep: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -169,38 +205,10 @@ impl Application {
     pub fn start(listener: TcpListener, services: Shared) -> Result<Application, StartError> {
         let port = listener.local_addr()?.port();
         let data = web::Data::from(services.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .wrap_fn(|req, srv| {
-                    // Method and path only: the query string can hold the verify token.
-                    let method = req.method().to_string();
-                    let path = req.path().to_owned();
-                    let started = Instant::now();
-                    let fut = srv.call(req);
-                    async move {
-                        let res = fut.await?;
-                        tracing::info!(
-                            method = method.as_str(),
-                            path = path.as_str(),
-                            status = res.status().as_u16(),
-                            ms = started.elapsed().as_millis() as u64,
-                            "request"
-                        );
-                        Ok(res)
-                    }
-                })
-                .route("/fulfillment", web::post().to(fulfillment::fulfillment))
-                .route("/messenger", web::get().to(messenger::verify))
-                .route("/messenger", web::post().to(messenger::receive))
-                .route("/healthz", web::get().to(health::healthz))
-                .route("/readyz", web::get().to(health::readyz))
-                .route("/metrics", web::get().to(health::metrics))
-                .default_service(web::to(crate::routes::not_found))
-        })
-        .listen(listener)?
-        .shutdown_timeout(25)
-        .run();
+        let server = HttpServer::new(move || app(data.clone()))
+            .listen(listener)?
+            .shutdown_timeout(25)
+            .run();
         let handle = server.handle();
         let serving = tokio::spawn(server);
         let stop_worker = CancellationToken::new();
@@ -208,6 +216,7 @@ impl Application {
             services.clone(),
             stop_worker.clone(),
         ));
+        let metrics_upkeep = tokio::spawn(services.metrics.clone().keep_up());
         info!(port, "listening");
         Ok(Application {
             port,
@@ -216,6 +225,7 @@ impl Application {
             services,
             stop_worker,
             worker,
+            metrics_upkeep,
         })
     }
 
@@ -235,6 +245,7 @@ impl Application {
         };
         self.stop_worker.cancel();
         let _ = self.worker.await;
+        self.metrics_upkeep.abort();
         self.services.store.close().await;
         info!("stopped");
         result
@@ -245,6 +256,7 @@ impl Application {
         self.server.stop(true).await;
         self.stop_worker.cancel();
         let _ = self.worker.await;
+        self.metrics_upkeep.abort();
         self.services.store.close().await;
     }
 
@@ -254,6 +266,7 @@ impl Application {
         self.worker.abort();
         let _ = self.worker.await;
         self.server.stop(false).await;
+        self.metrics_upkeep.abort();
         self.services.store.close().await;
     }
 }

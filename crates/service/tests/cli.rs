@@ -199,4 +199,9 @@ fn serve_logs_no_secrets_and_answers_healthcheck() {
     for secret in SECRETS {
         assert!(!logs.contains(secret), "a secret reached the logs:\n{logs}");
     }
+    // The request line names the route, never the query the verify token came in.
+    assert!(
+        !logs.contains("hub."),
+        "a query string reached the logs:\n{logs}"
+    );
 }

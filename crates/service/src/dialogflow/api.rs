@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::auth::TokenSource;
 use super::webhook::{Context, context_id, context_name};
+use crate::metrics::Metrics;
 
 /// Upper bound on `contexts.list` pages followed (Dialogflow keeps far fewer contexts).
 const MAX_LIST_PAGES: usize = 50;
@@ -28,6 +29,8 @@ pub struct DialogflowClient {
     explicit_base: bool,
     auth: Arc<TokenSource>,
     timeout: Duration,
+    /// Where each request's time goes (`handover_dialogflow_call_duration_seconds`), if anywhere.
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for DialogflowClient {
@@ -106,7 +109,14 @@ impl DialogflowClient {
             explicit_base,
             auth,
             timeout,
+            metrics: None,
         }
+    }
+
+    /// Times every request in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// `true`: the base given to [`DialogflowClient::new`] was set explicitly
@@ -143,7 +153,9 @@ impl DialogflowClient {
             if let Some(token) = &page_token {
                 query.push(("pageToken", token.clone()));
             }
-            let body = self.send(Method::GET, &url, &query, None).await?;
+            let body = self
+                .send("contexts.list", Method::GET, &url, &query, None)
+                .await?;
             let page: ListContextsResponse = decode(&body, "contexts.list")?;
             contexts.extend(page.contexts.unwrap_or_default());
             match page.next_page_token.filter(|t| !t.is_empty()) {
@@ -178,20 +190,27 @@ impl DialogflowClient {
         };
         let body = serde_json::to_value(&body)
             .map_err(|e| DialogflowError::Decode(format!("cannot encode the context: {e}")))?;
-        self.send(Method::POST, &url, &[], Some(&body)).await?;
+        self.send("contexts.create", Method::POST, &url, &[], Some(&body))
+            .await?;
         Ok(())
     }
 
     /// Deletes one context by full name. A missing context (404) counts as success.
     pub async fn delete_context(&self, context_name: &str) -> Result<(), DialogflowError> {
         let url = self.url(context_name, "")?;
-        ok_if_missing(self.send(Method::DELETE, &url, &[], None).await)
+        ok_if_missing(
+            self.send("contexts.delete", Method::DELETE, &url, &[], None)
+                .await,
+        )
     }
 
     /// Deletes all active contexts of a session (`sessions.deleteContexts`). 404 counts as success.
     pub async fn delete_all_contexts(&self, session: &str) -> Result<(), DialogflowError> {
         let url = self.url(session, "/contexts")?;
-        ok_if_missing(self.send(Method::DELETE, &url, &[], None).await)
+        ok_if_missing(
+            self.send("sessions.deleteContexts", Method::DELETE, &url, &[], None)
+                .await,
+        )
     }
 
     /// The agent of a project (`projects/{p}/agent`, or `projects/{p}/locations/{l}/agent` for a
@@ -206,7 +225,7 @@ impl DialogflowClient {
             format!("projects/{project}/locations/{location}")
         };
         let url = self.url(&parent, "/agent")?;
-        let body = self.send(Method::GET, &url, &[], None).await?;
+        let body = self.send("agent.get", Method::GET, &url, &[], None).await?;
         decode(&body, "agent.get")
     }
 
@@ -222,7 +241,15 @@ impl DialogflowClient {
         let body = json!({
             "queryInput": { "text": { "text": text, "languageCode": language_code } }
         });
-        let response = self.send(Method::POST, &url, &[], Some(&body)).await?;
+        let response = self
+            .send(
+                "sessions.detectIntent",
+                Method::POST,
+                &url,
+                &[],
+                Some(&body),
+            )
+            .await?;
         decode(&response, "sessions.detectIntent")
     }
 
@@ -237,20 +264,24 @@ impl DialogflowClient {
     /// Returns the response body of a 2xx answer.
     async fn send(
         &self,
+        operation: &'static str,
         method: Method,
         url: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Vec<u8>, DialogflowError> {
         let token = self.token(false).await?;
-        let (status, bytes) = self.attempt(&method, url, query, body, &token).await?;
+        let (status, bytes) = self
+            .attempt(operation, &method, url, query, body, &token)
+            .await?;
         let (status, bytes) = if status == StatusCode::UNAUTHORIZED {
             tracing::info!(
                 source = self.auth.describe(),
                 "Dialogflow answered 401; retrying once with a refreshed access token"
             );
             let token = self.token(true).await?;
-            self.attempt(&method, url, query, body, &token).await?
+            self.attempt(operation, &method, url, query, body, &token)
+                .await?
         } else {
             (status, bytes)
         };
@@ -266,6 +297,7 @@ impl DialogflowClient {
 
     async fn attempt(
         &self,
+        operation: &'static str,
         method: &Method,
         url: &str,
         query: &[(&str, String)],
@@ -283,6 +315,10 @@ impl DialogflowClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        let _timer = self
+            .metrics
+            .as_ref()
+            .map(|m| m.time_dialogflow_request(operation));
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport_error)?;

@@ -90,7 +90,7 @@ pub struct TokenSource {
 
 enum Kind {
     ServiceAccount {
-        flow: ServiceAccountFlow,
+        flow: Box<ServiceAccountFlow>,
         cache: TokenCache,
     },
     Metadata {
@@ -127,7 +127,7 @@ impl TokenSource {
     pub async fn build(cfg: TokenSourceConfig) -> Result<Self, AuthError> {
         let kind = match cfg {
             TokenSourceConfig::ServiceAccountFile(path) => Kind::ServiceAccount {
-                flow: ServiceAccountFlow::from_file(&path).await?,
+                flow: Box::new(ServiceAccountFlow::from_file(&path).await?),
                 cache: TokenCache::default(),
             },
             TokenSourceConfig::MetadataServer { url } => {

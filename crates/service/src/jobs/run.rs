@@ -624,18 +624,12 @@ fn graph_metric<T>(svc: &Services, endpoint: &str, result: &Result<T, GraphError
             _ => "error".to_owned(),
         },
     };
-    svc.metrics.inc(
-        "handover_graph_calls_total",
-        format!("endpoint=\"{endpoint}\",result=\"{result}\""),
-    );
+    svc.metrics.graph_call(endpoint, &result);
 }
 
 fn dialogflow_metric<T>(svc: &Services, op: &str, result: &Result<T, DialogflowError>) {
     let result = if result.is_ok() { "ok" } else { "error" };
-    svc.metrics.inc(
-        "handover_dialogflow_calls_total",
-        format!("operation=\"{op}\",result=\"{result}\""),
-    );
+    svc.metrics.dialogflow_call(op, result);
 }
 
 #[cfg(test)]

@@ -113,10 +113,7 @@ async fn run_one(svc: Shared, job: ClaimedJob) {
             "store_error"
         }
     };
-    svc.metrics.inc(
-        "handover_jobs_finished_total",
-        format!("kind=\"{kind}\",outcome=\"{outcome}\""),
-    );
+    svc.metrics.job_finished(kind.as_str(), outcome);
 }
 
 fn keep_lease(svc: Shared, job: ClaimedJob) -> tokio::task::JoinHandle<()> {

@@ -15,6 +15,7 @@ use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
 use crate::messenger::signature::appsecret_proof;
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 
 pub use crate::config::PAGE_INBOX_APP_ID;
@@ -55,6 +56,8 @@ pub struct GraphSettings {
 pub struct GraphClient {
     settings: std::sync::Arc<GraphSettings>,
     http: reqwest::Client,
+    /// Where each request's time goes (`handover_graph_call_duration_seconds`), if anywhere.
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -273,7 +276,14 @@ impl GraphClient {
         Self {
             settings: std::sync::Arc::new(settings),
             http,
+            metrics: None,
         }
+    }
+
+    /// Times every request in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn settings(&self) -> &GraphSettings {
@@ -517,6 +527,10 @@ impl GraphClient {
         }
 
         tracing::debug!(endpoint, method = %method, "graph request");
+        let _timer = self
+            .metrics
+            .as_ref()
+            .map(|m| m.time_graph_request(endpoint));
         let response = request.send().await.map_err(|e| {
             let err = map_reqwest_error(e, &redactor);
             tracing::info!(endpoint, error = %err, "graph request failed");

@@ -4,8 +4,10 @@
 //! Graph API work, so it never waits on Meta: Dialogflow's 5 s deadline is never at risk.
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{Header, TryIntoHeaderValue, WWW_AUTHENTICATE};
 use actix_web::{HttpRequest, HttpResponse, web};
-use base64::Engine;
+use actix_web_httpauth::headers::authorization::{Authorization, Basic, Bearer};
+use actix_web_httpauth::headers::www_authenticate::{WwwAuthenticate, basic};
 use serde_json::Value;
 use tracing::{error, info};
 
@@ -24,32 +26,25 @@ use handover_core::{Decision, Input, decide};
 /// Lifespan of the `human_handover` output context (in conversational turns).
 const HANDOVER_CONTEXT_LIFESPAN: i32 = 50;
 
+/// Checks the `Authorization` header (parsed by `actix-web-httpauth`) against the configured
+/// credentials, in constant time.
 fn authorized(auth: &FulfillmentAuth, req: &HttpRequest) -> bool {
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
     match auth {
         FulfillmentAuth::None => true,
-        FulfillmentAuth::Bearer(token) => header
-            .strip_prefix("Bearer ")
-            .is_some_and(|t| token.matches(t.trim().as_bytes())),
+        FulfillmentAuth::Bearer(token) => Authorization::<Bearer>::parse(req)
+            .is_ok_and(|h| token.matches(h.as_ref().token().trim().as_bytes())),
         FulfillmentAuth::Basic { username, password } => {
-            let Some(encoded) = header.strip_prefix("Basic ") else {
+            let Ok(header) = Authorization::<Basic>::parse(req) else {
                 return false;
             };
-            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())
-            else {
-                return false;
-            };
-            let Some(colon) = decoded.iter().position(|b| *b == b':') else {
-                return false;
-            };
-            let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
+            let given = header.as_ref();
             // Both comparisons always run, so timing does not tell which part was wrong.
-            let user_ok = constant_time_eq(username.expose().as_bytes(), user);
-            let pass_ok = constant_time_eq(password.expose().as_bytes(), pass);
+            let user_ok =
+                constant_time_eq(username.expose().as_bytes(), given.user_id().as_bytes());
+            let pass_ok = constant_time_eq(
+                password.expose().as_bytes(),
+                given.password().unwrap_or_default().as_bytes(),
+            );
             user_ok & pass_ok
         }
     }
@@ -61,34 +56,29 @@ fn unauthorized(auth: &FulfillmentAuth) -> HttpResponse {
         "missing or wrong credentials for /fulfillment",
     );
     if matches!(auth, FulfillmentAuth::Basic { .. }) {
-        resp.headers_mut().insert(
-            actix_web::http::header::WWW_AUTHENTICATE,
-            actix_web::http::header::HeaderValue::from_static("Basic realm=\"fulfillment\""),
-        );
+        let challenge = WwwAuthenticate(basic::Basic::with_realm("fulfillment"));
+        if let Ok(value) = challenge.try_into_value() {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, value);
+        }
     }
     resp
 }
 
 pub async fn fulfillment(
     req: HttpRequest,
-    payload: web::Payload,
+    body: Result<web::Bytes, actix_web::Error>,
     svc: web::Data<Services>,
 ) -> HttpResponse {
-    let outcome = |o: &str| {
-        svc.metrics.inc(
-            "handover_fulfillment_requests_total",
-            format!("outcome=\"{o}\""),
-        )
-    };
+    let outcome = |o: &str| svc.metrics.fulfillment_request(o);
     if !authorized(&svc.settings.fulfillment_auth, &req) {
         outcome("unauthorized");
         return unauthorized(&svc.settings.fulfillment_auth);
     }
-    let body = match super::read_body(payload).await {
+    let body = match body {
         Ok(body) => body,
-        Err(resp) => {
+        Err(e) => {
             outcome("bad_request");
-            return resp;
+            return super::body_error(e);
         }
     };
     let request = match WebhookRequest::parse(&body) {

@@ -22,31 +22,14 @@ pub async fn readyz(svc: web::Data<Services>) -> HttpResponse {
 }
 
 pub async fn metrics(svc: web::Data<Services>) -> HttpResponse {
-    let threads = svc
-        .store
-        .thread_counts()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(state, n)| (format!("state=\"{state}\""), n))
-        .collect();
-    let jobs = svc
-        .store
-        .job_counts()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(kind, status, n)| (format!("kind=\"{kind}\",status=\"{status}\""), n))
-        .collect();
-    let body = svc.metrics.render(&[
-        ("handover_threads", "Conversations by state", threads),
-        (
-            "handover_jobs",
-            "Jobs in the store by kind and status",
-            jobs,
-        ),
-    ]);
+    // Without the store the gauges keep their last values (`/readyz` tells the store is down).
+    if let Ok(threads) = svc.store.thread_counts().await {
+        svc.metrics.set_thread_counts(&threads);
+    }
+    if let Ok(jobs) = svc.store.job_counts().await {
+        svc.metrics.set_job_counts(&jobs);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(body)
+        .body(svc.metrics.render())
 }

@@ -50,20 +50,15 @@ pub async fn verify(req: HttpRequest, svc: web::Data<Services>) -> HttpResponse 
 
 pub async fn receive(
     req: HttpRequest,
-    payload: web::Payload,
+    body: Result<web::Bytes, actix_web::Error>,
     svc: web::Data<Services>,
 ) -> HttpResponse {
-    let delivery = |result: &str| {
-        svc.metrics.inc(
-            "handover_webhook_deliveries_total",
-            format!("result=\"{result}\""),
-        )
-    };
-    let body = match super::read_body(payload).await {
+    let delivery = |result: &str| svc.metrics.webhook_delivery(result);
+    let body = match body {
         Ok(body) => body,
-        Err(resp) => {
+        Err(e) => {
             delivery("too_large");
-            return resp;
+            return super::body_error(e);
         }
     };
     let header = req
@@ -117,21 +112,9 @@ pub async fn receive(
         Ok(report) => {
             delivery("stored");
             let m = &svc.metrics;
-            m.add(
-                "handover_webhook_events_total",
-                "outcome=\"stored\"".into(),
-                report.stored as u64,
-            );
-            m.add(
-                "handover_webhook_events_total",
-                "outcome=\"duplicate\"".into(),
-                report.duplicates as u64,
-            );
-            m.add(
-                "handover_webhook_events_total",
-                "outcome=\"ignored\"".into(),
-                ignored as u64,
-            );
+            m.webhook_events("stored", report.stored as u64);
+            m.webhook_events("duplicate", report.duplicates as u64);
+            m.webhook_events("ignored", ignored as u64);
             if report.stored > 0 {
                 svc.wake.notify_one();
             }

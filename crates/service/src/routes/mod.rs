@@ -3,35 +3,30 @@
 pub mod fulfillment;
 pub mod health;
 pub mod messenger;
+pub mod observe;
 
+use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
-use futures_util::StreamExt;
 use serde_json::json;
 
-/// Largest body accepted. Real webhook deliveries and fulfillment requests are a few KiB.
+/// Largest body accepted (`web::PayloadConfig`). Real webhook deliveries and fulfillment
+/// requests are a few KiB.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// Reads the raw body (the signature is computed over these exact bytes), refusing bodies
-/// over `MAX_BODY` with a JSON 413.
-pub async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, HttpResponse> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            json_error(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the body: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {MAX_BODY} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
+/// The JSON error for a body actix could not read within `MAX_BODY` (handlers take the raw
+/// body as `Result<web::Bytes, actix_web::Error>`: the signature covers its exact bytes).
+pub fn body_error(error: actix_web::Error) -> HttpResponse {
+    if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {MAX_BODY} bytes"),
+        )
+    } else {
+        json_error(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the body: {error}"),
+        )
     }
-    Ok(body.freeze())
 }
 
 /// Any route or method this service does not have.

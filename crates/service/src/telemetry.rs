@@ -3,8 +3,9 @@
 //! What each HTTP request adds (its span and its one log line) is in `routes::observe`.
 
 use tracing::Subscriber;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
@@ -23,21 +24,20 @@ pub fn subscriber<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // `target=level` directives and a default level (`Targets`: no regex engine to build;
+    // span and field filters are not needed here). An unreadable filter falls back to info.
+    let mut filter = filter
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     // These crates log request URLs or token responses at debug level, and Graph API URLs
     // carry the access token: they are capped whatever RUST_LOG says.
-    for directive in [
-        "yup_oauth2=warn",
-        "reqwest=info",
-        "hyper=info",
-        "hyper_util=info",
-    ] {
-        if let Ok(d) = directive.parse() {
-            filter = filter.add_directive(d);
-        }
+    for target in ["reqwest", "hyper", "hyper_util"] {
+        let level = filter.iter().find(|(t, _)| *t == target).map(|(_, l)| l);
+        let capped = level.map_or(LevelFilter::INFO, |l| l.min(LevelFilter::INFO));
+        filter = filter.with_target(target, capped);
     }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(writer);
     match format {
         LogFormat::Json => Box::new(
@@ -45,8 +45,9 @@ where
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
-                .finish(),
+                .finish()
+                .with(filter),
         ),
-        LogFormat::Pretty => Box::new(builder.finish()),
+        LogFormat::Pretty => Box::new(builder.finish().with(filter)),
     }
 }

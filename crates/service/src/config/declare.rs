@@ -130,6 +130,6 @@ settings! {
     HTTP_TIMEOUT_MS: Deployment, Number { min: 100, max: 120_000 }, Default("10000");
     /// Log lines as JSON, or laid out for people to read.
     LOG_FORMAT: Deployment, Choice(&["json", "pretty"]), Default("json");
-    /// Tracing filter (`tracing_subscriber` `EnvFilter` directives).
+    /// Log filter: a default level and `target=level` directives, e.g. `info,messenger_handover=debug`.
     RUST_LOG: Deployment, Text, Default("info");
 }

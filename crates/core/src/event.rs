@@ -5,8 +5,13 @@
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IncomingEvent {
-    pub page_id: String,
-    pub psid: String,
+    /// The account the event is for (a Messenger Page id). Stored events written before the
+    /// rename say `page_id` and `psid`.
+    #[serde(alias = "page_id")]
+    pub account_id: String,
+    /// The user (a Messenger PSID).
+    #[serde(alias = "psid")]
+    pub user_id: String,
     pub channel: Channel,
     pub timestamp_ms: i64,
     pub kind: EventKind,
@@ -91,5 +96,23 @@ impl EventKind {
             self,
             EventKind::Read | EventKind::Delivery | EventKind::Other { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events stored before the core spoke of accounts and users still decode.
+    #[test]
+    fn events_stored_with_page_and_psid_still_decode() {
+        let old = r#"{"page_id":"958823367603818","psid":"1534862223272449","channel":"standby",
+            "timestamp_ms":1,"kind":{"type":"read"},"dedupe_key":"k"}"#;
+        let e: IncomingEvent = serde_json::from_str(old).unwrap();
+        assert_eq!(e.account_id, "958823367603818");
+        assert_eq!(e.user_id, "1534862223272449");
+        let new = serde_json::to_string(&e).unwrap();
+        assert!(new.contains(r#""account_id":"958823367603818""#), "{new}");
+        assert_eq!(serde_json::from_str::<IncomingEvent>(&new).unwrap(), e);
     }
 }

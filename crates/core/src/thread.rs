@@ -1,4 +1,6 @@
-//! One conversation (Page + PSID) as the store keeps it.
+//! One conversation, as the store keeps it: a user of an account. On Messenger the account is
+//! a Facebook Page and the user a page-scoped id (PSID); an Instagram account and its users
+//! would fit the same fields.
 
 use serde_json::Value;
 
@@ -57,8 +59,10 @@ impl ReturnReason {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Thread {
-    pub page_id: String,
-    pub psid: String,
+    /// The account the user writes to (a Messenger Page id).
+    pub account_id: String,
+    /// The user, as the account sees them (a Messenger PSID).
+    pub user_id: String,
     pub state: State,
     /// Last known owner app id; `None` when unknown or idle.
     pub owner_app_id: Option<String>,
@@ -122,10 +126,10 @@ impl Ask {
 }
 
 impl Thread {
-    pub fn new(page_id: &str, psid: &str, now: i64) -> Self {
+    pub fn new(account_id: &str, user_id: &str, now: i64) -> Self {
         Self {
-            page_id: page_id.to_owned(),
-            psid: psid.to_owned(),
+            account_id: account_id.to_owned(),
+            user_id: user_id.to_owned(),
             state: State::Bot,
             owner_app_id: None,
             session: None,
@@ -151,10 +155,10 @@ impl Thread {
 
     /// The key jobs of one user are ordered by.
     pub fn key(&self) -> String {
-        thread_key(&self.page_id, &self.psid)
+        thread_key(&self.account_id, &self.user_id)
     }
 }
 
-pub fn thread_key(page_id: &str, psid: &str) -> String {
-    format!("{page_id}/{psid}")
+pub fn thread_key(account_id: &str, user_id: &str) -> String {
+    format!("{account_id}/{user_id}")
 }

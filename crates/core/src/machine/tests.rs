@@ -81,8 +81,8 @@ fn thread(state: State) -> Thread {
 
 fn event(channel: Channel, kind: EventKind) -> IncomingEvent {
     IncomingEvent {
-        page_id: PAGE.into(),
-        psid: USER.into(),
+        account_id: PAGE.into(),
+        user_id: USER.into(),
         channel,
         timestamp_ms: EVENT_TS,
         dedupe_key: format!("{}:{USER}:{EVENT_TS}", kind.name()),
@@ -1785,12 +1785,12 @@ fn check_invariants(before: &Thread, input: &Input<'_>, policy: &Policy, now: i6
         assert_eq!(d.thread.state_since, now, "{}", ctx());
         assert!(d.cause.is_some(), "a transition without a cause: {}", ctx());
     }
-    assert_eq!(d.thread.page_id, before.page_id);
+    assert_eq!(d.thread.account_id, before.account_id);
     // Time and epochs only move forward; no message for an epoch not begun.
     assert!(d.thread.state_at >= before.state_at, "{}", ctx());
     assert!(d.thread.epoch >= before.epoch, "{}", ctx());
     assert!(d.thread.notified_epoch <= d.thread.epoch, "{}", ctx());
-    assert_eq!(d.thread.psid, before.psid);
+    assert_eq!(d.thread.user_id, before.user_id);
     for job in &d.jobs {
         assert!(job.delay_ms >= 0, "{}", ctx());
         match &job.payload {

@@ -116,8 +116,8 @@ fn parse_event(
 
     let dedupe_key = dedupe_key(&kind, &psid, timestamp_ms);
     Ok(IncomingEvent {
-        page_id,
-        psid,
+        account_id: page_id,
+        user_id: psid,
         channel,
         timestamp_ms,
         kind,
@@ -302,8 +302,8 @@ mod tests {
             "../../fixtures/messenger/standby_back_to_bot.json"
         ));
         assert_eq!(e.channel, Channel::Standby);
-        assert_eq!(e.page_id, PAGE);
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.account_id, PAGE);
+        assert_eq!(e.user_id, USER);
         assert_eq!(e.timestamp_ms, 1763900012345);
         match &e.kind {
             EventKind::Message {
@@ -327,7 +327,7 @@ mod tests {
             "../../fixtures/messenger/standby_only_entry.json"
         ));
         assert_eq!(e.channel, Channel::Standby);
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.user_id, USER);
         assert!(matches!(
             &e.kind,
             EventKind::Message { text: Some(t), .. } if t == "I still need help"
@@ -354,10 +354,10 @@ mod tests {
         .unwrap();
         assert_eq!(events.len(), 3);
         assert_eq!(events[0].channel, Channel::Messaging);
-        assert_eq!(events[0].psid, USER);
+        assert_eq!(events[0].user_id, USER);
         assert_eq!(events[0].kind.name(), "message");
         assert_eq!(events[1].channel, Channel::Standby);
-        assert_eq!(events[1].psid, USER2);
+        assert_eq!(events[1].user_id, USER2);
         assert_eq!(events[1].kind.name(), "message");
         assert_eq!(events[2].channel, Channel::Messaging);
         assert_eq!(events[2].kind.name(), "pass_thread_control");
@@ -365,7 +365,7 @@ mod tests {
             events[2].dedupe_key,
             format!("pass_thread_control:{USER}:{}", events[2].timestamp_ms)
         );
-        assert!(events.iter().all(|e| e.page_id == PAGE));
+        assert!(events.iter().all(|e| e.account_id == PAGE));
         let mut keys: Vec<_> = events.iter().map(|e| e.dedupe_key.clone()).collect();
         keys.sort();
         keys.dedup();
@@ -378,7 +378,7 @@ mod tests {
             "../../fixtures/messenger/postback_back_to_bot.json"
         ));
         assert_eq!(e.channel, Channel::Messaging);
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.user_id, USER);
         match &e.kind {
             EventKind::Postback {
                 mid: Some(mid),
@@ -398,8 +398,8 @@ mod tests {
         let e = one(include_str!(
             "../../fixtures/messenger/echo_from_inbox.json"
         ));
-        assert_eq!(e.psid, USER);
-        assert_eq!(e.page_id, PAGE);
+        assert_eq!(e.user_id, USER);
+        assert_eq!(e.account_id, PAGE);
         match &e.kind {
             EventKind::Echo {
                 mid, app_id, text, ..
@@ -418,7 +418,7 @@ mod tests {
         let e = one(include_str!(
             "../../fixtures/messenger/echo_agent_hash_bot.json"
         ));
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.user_id, USER);
         assert!(matches!(
             &e.kind,
             EventKind::Echo { app_id: Some(a), text: Some(t), .. } if a == INBOX && t == "#bot"
@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn echo_from_bot_keeps_metadata() {
         let e = one(include_str!("../../fixtures/messenger/echo_from_bot.json"));
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.user_id, USER);
         match &e.kind {
             EventKind::Echo {
                 app_id, metadata, ..
@@ -443,7 +443,7 @@ mod tests {
     #[test]
     fn pass_to_us_with_string_app_ids() {
         let e = one(include_str!("../../fixtures/messenger/pass_to_us.json"));
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.user_id, USER);
         assert_eq!(
             e.kind,
             EventKind::PassThreadControl {
@@ -474,7 +474,7 @@ mod tests {
     #[test]
     fn take_by_inbox_with_null_previous_owner() {
         let e = one(include_str!("../../fixtures/messenger/take_by_inbox.json"));
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.user_id, USER);
         assert_eq!(
             e.kind,
             EventKind::TakeThreadControl {
@@ -494,7 +494,7 @@ mod tests {
         let e = one(include_str!(
             "../../fixtures/messenger/request_from_inbox.json"
         ));
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.user_id, USER);
         assert_eq!(
             e.kind,
             EventKind::RequestThreadControl {
@@ -516,8 +516,8 @@ mod tests {
                 "request_thread_control":{{"requested_owner_app_id":263902037430900}}}}]}}]}}"#
         );
         let e = one(&body);
-        assert_eq!(e.psid, USER);
-        assert_eq!(e.page_id, PAGE);
+        assert_eq!(e.user_id, USER);
+        assert_eq!(e.account_id, PAGE);
     }
 
     #[test]
@@ -622,8 +622,8 @@ mod tests {
         );
         let e = one(&body);
         // Numeric ids are normalized to strings.
-        assert_eq!(e.page_id, PAGE);
-        assert_eq!(e.psid, USER);
+        assert_eq!(e.account_id, PAGE);
+        assert_eq!(e.user_id, USER);
         assert_eq!(
             e.kind,
             EventKind::Other {
@@ -644,7 +644,11 @@ mod tests {
         );
         let events = parse_delivery(body.as_bytes()).unwrap();
         assert_eq!(events.len(), 2);
-        assert!(events.iter().all(|e| e.page_id == PAGE && e.psid == USER));
+        assert!(
+            events
+                .iter()
+                .all(|e| e.account_id == PAGE && e.user_id == USER)
+        );
         assert!(matches!(
             &events[1].kind,
             EventKind::Echo { app_id: None, .. }

@@ -93,7 +93,7 @@ pub async fn receive(
     let mut relevant = Vec::with_capacity(events.len());
     for e in events.into_iter().filter(|e| e.kind.is_relevant()) {
         if matches!(&e.kind, EventKind::Echo { app_id: Some(a), .. } if a == app_id) {
-            match svc.store.thread_state(&e.page_id, &e.psid).await {
+            match svc.store.thread_state(&e.account_id, &e.user_id).await {
                 Ok(Some(State::Human | State::Returning | State::Idle)) => {}
                 Ok(_) => continue,
                 Err(err) => {

@@ -34,9 +34,9 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (page_id, dedupe_key) DO NOTHING RETURNING id",
             )
-            .bind(event.page_id.as_str())
+            .bind(event.account_id.as_str())
             .bind(event.dedupe_key.as_str())
-            .bind(event.psid.as_str())
+            .bind(event.user_id.as_str())
             .bind(event.kind.name())
             .bind(event.channel.as_str())
             .bind(payload)
@@ -47,7 +47,7 @@ impl Store {
                 Some(event_id) => {
                     queue::insert_in(
                         &mut tx,
-                        Some((&event.page_id, &event.psid)),
+                        Some((&event.account_id, &event.user_id)),
                         &JobPayload::ProcessEvent { event_id },
                         now,
                         now,

@@ -27,8 +27,8 @@ fn thread_from_row(row: &AnyRow) -> Result<Thread, StoreError> {
     let pending: Option<String> = row.try_get("pending_welcome")?;
     let reason: Option<String> = row.try_get("return_reason")?;
     Ok(Thread {
-        page_id: row.try_get("page_id")?,
-        psid: row.try_get("psid")?,
+        account_id: row.try_get("page_id")?,
+        user_id: row.try_get("psid")?,
         state: State::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("thread state {state:?}")))?,
         owner_app_id: row.try_get("owner_app_id")?,

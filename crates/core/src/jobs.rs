@@ -162,7 +162,7 @@ impl JobPayload {
     /// thread's facts back.
     pub fn lane(&self, thread_key: &str) -> String {
         if self.is_event() {
-            format!("{thread_key}#events")
+            events_lane(thread_key)
         } else {
             thread_key.to_owned()
         }
@@ -173,6 +173,11 @@ impl JobPayload {
     pub fn singleton(&self, thread_key: &str) -> Option<String> {
         matches!(self, Self::CheckOwner { .. }).then(|| format!("check_owner:{thread_key}"))
     }
+}
+
+/// The lane of a thread's facts (its `process_event` jobs).
+pub fn events_lane(thread_key: &str) -> String {
+    format!("{thread_key}#events")
 }
 
 /// A job the state machine wants, relative to now.

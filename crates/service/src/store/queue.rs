@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Backend, Store, StoreError};
-use handover_core::jobs::{JobKind, JobPayload};
+use handover_core::jobs::{JobKind, JobPayload, events_lane};
 use handover_core::thread::thread_key;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,7 +341,7 @@ impl Store {
         psid: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let lane = JobPayload::ProcessEvent { event_id: 0 }.lane(&thread_key(page_id, psid));
+        let lane = events_lane(&thread_key(page_id, psid));
         let waiting: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE thread_key = $1 AND status IN ('pending', 'running') \
              AND run_at <= $2 LIMIT 1",

@@ -47,12 +47,9 @@ async fn sync(
         report.deleted.push(id);
     }
     for restored in change.create {
-        let ctx = Context {
-            name: context_name(session, &restored.id),
-            lifespan_count: Some(restored.lifespan_count),
-            parameters: restored.parameters,
-        };
-        client.create_context(session, &ctx).await?;
+        client
+            .create_context(session, &Context::restored(session, &restored))
+            .await?;
         report.created.push(restored.id);
     }
     Ok(report)

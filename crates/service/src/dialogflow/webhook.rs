@@ -87,6 +87,17 @@ pub struct Context {
     pub parameters: Option<Value>,
 }
 
+impl Context {
+    /// A context of the return policy, (re-)created under `session`.
+    pub fn restored(session: &str, c: &handover_core::contexts::RestoredContext) -> Self {
+        Self {
+            name: context_name(session, &c.id),
+            lifespan_count: Some(c.lifespan_count),
+            parameters: c.parameters.clone(),
+        }
+    }
+}
+
 /// Accepts `4`, `4.0`, `"4"` or `null` (proto3 JSON allows int32 as a string).
 fn lifespan_number_or_string<'de, D>(deserializer: D) -> Result<Option<i32>, D::Error>
 where

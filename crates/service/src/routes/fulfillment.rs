@@ -224,11 +224,7 @@ async fn return_to_bot(
             parameters: None,
         })
         .collect();
-    contexts.extend(change.create.iter().map(|c| Context {
-        name: context_name(session, &c.id),
-        lifespan_count: Some(c.lifespan_count),
-        parameters: c.parameters.clone(),
-    }));
+    contexts.extend(change.create.iter().map(|c| Context::restored(session, c)));
     // The welcome (the intent's own text, or WELCOME_BACK_MESSAGE) is in this answer only when
     // the integration can deliver it (the bot owns the thread) and it is this return's first;
     // otherwise the service welcomes after the take (this answer is then refused by Meta while

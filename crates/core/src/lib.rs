@@ -9,6 +9,7 @@ pub mod machine;
 pub mod text;
 pub mod thread;
 pub mod time;
+pub mod turns;
 
 pub use machine::{
     CallOutcome, Decision, Failure, Input, Owner, OwnerCheck, Policy, WelcomePlan, call_metadata,

@@ -226,6 +226,33 @@ async fn a_plain_intent_is_untouched_and_calls_nothing(db: Db) {
 }
 both_backends!(a_plain_intent_is_untouched_and_calls_nothing);
 
+async fn a_repeated_plain_turn_costs_no_store_transaction(db: Db) {
+    let db = TestDb::new(db).await;
+    let graph = graph_ok().await;
+    let app = TestApp::against(&db, &graph, &[]).await;
+    let store = app.store();
+    let request = fixture_json("dialogflow/plain_intent.json").to_string();
+    let before = store.thread_transactions();
+    assert_eq!(app.fulfillment(&request).await.status(), 200);
+    // A user not seen before: the session and the time are written.
+    assert_eq!(store.thread_transactions(), before + 1);
+    let written = app.thread(PSID).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(app.fulfillment(&request).await.status(), 200);
+    }
+    assert_eq!(store.thread_transactions(), before + 1, "plain turns wrote");
+    assert_eq!(app.thread(PSID).await.unwrap(), written);
+    // Another session for the same user is news: written.
+    let mut other = fixture_json("dialogflow/plain_intent.json");
+    other["session"] = json!("projects/bot-project/agent/sessions/another-session");
+    assert_eq!(app.fulfillment(&other.to_string()).await.status(), 200);
+    assert_eq!(store.thread_transactions(), before + 2);
+    let thread = app.thread(PSID).await.unwrap();
+    assert_eq!(thread.session.as_deref(), other["session"].as_str());
+    app.stop().await;
+}
+both_backends!(a_repeated_plain_turn_costs_no_store_transaction);
+
 #[tokio::test]
 async fn the_console_simulator_gets_the_intent_text_and_nothing_else() {
     let db = TestDb::new(Db::Sqlite).await;

@@ -4,6 +4,7 @@
 use super::*;
 use crate::event::Channel;
 use crate::time::HOUR_MS;
+use crate::turns::TurnFacts;
 use serde_json::json;
 
 const APP: &str = "111111111111111";
@@ -1838,6 +1839,16 @@ fn check_invariants(before: &Thread, input: &Input<'_>, policy: &Policy, now: i6
             ctx()
         );
     }
+    // A plain turn the service answers without a write (`turns`) would have changed nothing
+    // but the time of the user's last message.
+    if let Input::RememberSession { session } = input
+        && TurnFacts::of(before).is_some_and(|f| f.cover(session, now))
+    {
+        let mut skipped = d.thread.clone();
+        skipped.last_user_msg_at = before.last_user_msg_at;
+        assert_eq!(&skipped, before, "{}", ctx());
+        assert!(d.jobs.is_empty() && d.cancel.is_empty() && d.cause.is_none(), "{}", ctx());
+    }
     // Pure: the same call gives the same answer.
     assert_eq!(decide(before, input, policy, now), d, "{}", ctx());
 }
@@ -2275,4 +2286,21 @@ fn a_return_action_for_a_message_proves_the_bot_has_the_thread() {
     );
     assert_eq!(d.thread.state, State::Returning);
     assert_eq!(jobs(&d), vec![take_soon()]);
+}
+
+#[test]
+fn a_plain_turn_within_the_minute_is_covered_and_changes_only_the_time() {
+    let p = policy();
+    let input = Input::RememberSession {
+        session: "projects/p/agent/sessions/s".into(),
+    };
+    for state in ALL_STATES {
+        let first = decide(&thread(state), &input, &p, NOW).thread;
+        let facts = TurnFacts::of(&first).expect("nothing kept after a turn");
+        let later = NOW + 30_000;
+        assert!(facts.cover("projects/p/agent/sessions/s", later), "{state:?}");
+        check_invariants(&first, &input, &p, later);
+        let again = decide(&first, &input, &p, later);
+        assert_eq!(again.thread.last_user_msg_at, Some(later));
+    }
 }

@@ -245,10 +245,20 @@ async fn return_to_bot(
     Ok(("return", response))
 }
 
+/// A plain turn: usually no write at all (`store::turns`).
 async fn remember(svc: &Services, request: &WebhookRequest, page_id: &str, psid: &str) -> Answer {
     let input = Input::RememberSession {
         session: request.session.clone(),
     };
-    apply(svc, page_id, psid, &input).await?;
+    let now = now_ms();
+    let decision = svc
+        .store
+        .apply_turn(page_id, psid, &request.session, now, |t| {
+            decide(t, &input, &svc.policy, now)
+        })
+        .await?;
+    if decision.is_some_and(|d| !d.jobs.is_empty()) {
+        svc.wake.notify_one();
+    }
     Ok(("passthrough", request.own_response()))
 }

@@ -9,8 +9,11 @@
 mod events;
 mod queue;
 mod threads;
+mod turns;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -49,10 +52,22 @@ impl Backend {
 
 mod migrations;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// What plain turns would find on the threads this process wrote (`turns`).
+    turns: Arc<turns::KnownTurns>,
+    /// Transactions that applied a decision to a thread, for tests that a path writes nothing.
+    thread_writes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -99,7 +114,12 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            turns: Arc::default(),
+            thread_writes: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -144,6 +164,12 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Transactions that applied a decision to a thread (`apply`, `finish_and_apply`) in this
+    /// process so far.
+    pub fn thread_transactions(&self) -> u64 {
+        self.thread_writes.load(Ordering::Relaxed)
     }
 
     /// A write transaction. SQLite takes the write lock up front, so a transaction that

@@ -124,9 +124,35 @@ impl Store {
         F: FnOnce(&Thread) -> Decision,
     {
         let mut tx = self.begin().await?;
-        let decision = self.apply_in(&mut tx, page_id, psid, now, decide).await?;
-        tx.commit().await?;
-        Ok(decision)
+        let result = async {
+            let decision = self.apply_in(&mut tx, page_id, psid, now, decide).await?;
+            tx.commit().await?;
+            Ok(decision)
+        }
+        .await;
+        if result.is_err() {
+            self.turns.forget(page_id, psid);
+        }
+        result
+    }
+
+    /// A plain Dialogflow turn: applied unless what this process last wrote for the thread
+    /// shows it would change nothing worth a write (`turns`). `None`: answered without a write.
+    pub async fn apply_turn<F>(
+        &self,
+        page_id: &str,
+        psid: &str,
+        session: &str,
+        now: i64,
+        decide: F,
+    ) -> Result<Option<Decision>, StoreError>
+    where
+        F: FnOnce(&Thread) -> Decision,
+    {
+        if self.turns.covers(page_id, psid, session, now) {
+            return Ok(None);
+        }
+        self.apply(page_id, psid, now, decide).await.map(Some)
     }
 
     /// Finishes a claimed job and applies the decision its outcome leads to, atomically.
@@ -159,9 +185,16 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        let decision = self.apply_in(&mut tx, page_id, psid, now, decide).await?;
-        tx.commit().await?;
-        Ok(Some(decision))
+        let result = async {
+            let decision = self.apply_in(&mut tx, page_id, psid, now, decide).await?;
+            tx.commit().await?;
+            Ok(Some(decision))
+        }
+        .await;
+        if result.is_err() {
+            self.turns.forget(page_id, psid);
+        }
+        result
     }
 
     async fn apply_in<F>(
@@ -175,6 +208,8 @@ impl Store {
     where
         F: FnOnce(&Thread) -> Decision,
     {
+        self.thread_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Make sure the row exists, then read it under a row lock (PostgreSQL); SQLite's
         // IMMEDIATE transaction already holds the database's write lock.
         sqlx::query(
@@ -237,6 +272,8 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
+        // Under the thread's lock, so this process's facts follow its commits in order.
+        self.turns.written(t);
         let changed = t.state != before.state || t.owner_app_id != before.owner_app_id;
         if let (Some(cause), true) = (&decision.cause, changed) {
             {

@@ -72,9 +72,17 @@ mod tests {
         assert!(!facts.cover("projects/p/agent/sessions/other", 1_000_001));
         let mut t = thread();
         t.last_user_msg_at = None;
-        assert!(!TurnFacts::of(&t).unwrap().cover("projects/p/agent/sessions/s", 1_000_001));
+        assert!(
+            !TurnFacts::of(&t)
+                .unwrap()
+                .cover("projects/p/agent/sessions/s", 1_000_001)
+        );
         // A clock that went backwards is not trusted either.
-        assert!(!TurnFacts::of(&thread()).unwrap().cover("projects/p/agent/sessions/s", 999_999));
+        assert!(
+            !TurnFacts::of(&thread())
+                .unwrap()
+                .cover("projects/p/agent/sessions/s", 999_999)
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub struct Services {
     pub graph: GraphClient,
     /// `None` when `DIALOGFLOW_PROJECT_ID` is not set: context sync is off.
     pub dialogflow: Option<Arc<dyn SessionSync>>,
-    pub policy: Policy,
+    /// Shared with the store's writer, which may run a decision after the request's task.
+    pub policy: Arc<Policy>,
     pub metrics: Metrics,
     /// Wakes the worker when a job was queued, so it need not wait for its next poll.
     pub wake: Notify,

@@ -127,7 +127,7 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
         }
     };
     Ok(Arc::new(Services {
-        policy: policy_from(&settings),
+        policy: Arc::new(policy_from(&settings)),
         settings,
         store,
         graph,

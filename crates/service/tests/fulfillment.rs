@@ -469,7 +469,7 @@ async fn a_job_running_when_the_process_died_runs_again() {
         .unwrap();
     let now = messenger_handover::time::now_ms();
     store
-        .apply(PAGE_ID, PSID, now, |t| {
+        .apply(PAGE_ID, PSID, now, move |t| {
             let mut t = t.clone();
             t.state = State::Passing;
             handover_core::Decision::set(

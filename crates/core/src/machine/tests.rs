@@ -1847,7 +1847,11 @@ fn check_invariants(before: &Thread, input: &Input<'_>, policy: &Policy, now: i6
         let mut skipped = d.thread.clone();
         skipped.last_user_msg_at = before.last_user_msg_at;
         assert_eq!(&skipped, before, "{}", ctx());
-        assert!(d.jobs.is_empty() && d.cancel.is_empty() && d.cause.is_none(), "{}", ctx());
+        assert!(
+            d.jobs.is_empty() && d.cancel.is_empty() && d.cause.is_none(),
+            "{}",
+            ctx()
+        );
     }
     // Pure: the same call gives the same answer.
     assert_eq!(decide(before, input, policy, now), d, "{}", ctx());
@@ -2298,7 +2302,10 @@ fn a_plain_turn_within_the_minute_is_covered_and_changes_only_the_time() {
         let first = decide(&thread(state), &input, &p, NOW).thread;
         let facts = TurnFacts::of(&first).expect("nothing kept after a turn");
         let later = NOW + 30_000;
-        assert!(facts.cover("projects/p/agent/sessions/s", later), "{state:?}");
+        assert!(
+            facts.cover("projects/p/agent/sessions/s", later),
+            "{state:?}"
+        );
         check_invariants(&first, &input, &p, later);
         let again = decide(&first, &input, &p, later);
         assert_eq!(again.thread.last_user_msg_at, Some(later));

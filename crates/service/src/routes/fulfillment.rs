@@ -3,6 +3,8 @@
 //! It answers from what it has (the intent's own texts, the stored snapshot) and queues the
 //! Graph API work, so it never waits on Meta: Dialogflow's 5 s deadline is never at risk.
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{Header, TryIntoHeaderValue, WWW_AUTHENTICATE};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -130,12 +132,13 @@ async fn apply(
     svc: &Services,
     page_id: &str,
     psid: &str,
-    input: &Input<'_>,
+    input: Input<'static>,
 ) -> Result<Decision, StoreError> {
     let now = now_ms();
+    let policy = Arc::clone(&svc.policy);
     let decision = svc
         .store
-        .apply(page_id, psid, now, |t| decide(t, input, &svc.policy, now))
+        .apply(page_id, psid, now, move |t| decide(t, &input, &policy, now))
         .await?;
     if !decision.jobs.is_empty() {
         svc.wake.notify_one();
@@ -171,7 +174,7 @@ async fn handover(svc: &Services, request: &WebhookRequest, page_id: &str, psid:
         snapshot: Value::Array(snapshot),
         asked_at: request.messenger_timestamp(),
     };
-    let decision = apply(svc, page_id, psid, &input).await?;
+    let decision = apply(svc, page_id, psid, input).await?;
     info!(
         state = decision.thread.state.as_str(),
         delay_ms = svc.settings.handover_pass_delay_ms,
@@ -198,7 +201,7 @@ async fn return_to_bot(
             .then(|| request.messenger_timestamp())
             .flatten(),
     };
-    let decision = apply(svc, page_id, psid, &input).await?;
+    let decision = apply(svc, page_id, psid, input).await?;
     // The contexts are set in this very response (in-band), so no API call is needed.
     let session = &request.session;
     let snapshot = decision.thread.snapshot.as_ref();
@@ -251,10 +254,11 @@ async fn remember(svc: &Services, request: &WebhookRequest, page_id: &str, psid:
         session: request.session.clone(),
     };
     let now = now_ms();
+    let policy = Arc::clone(&svc.policy);
     let decision = svc
         .store
-        .apply_turn(page_id, psid, &request.session, now, |t| {
-            decide(t, &input, &svc.policy, now)
+        .apply_turn(page_id, psid, &request.session, now, move |t| {
+            decide(t, &input, &policy, now)
         })
         .await?;
     if decision.is_some_and(|d| !d.jobs.is_empty()) {

@@ -108,7 +108,7 @@ pub async fn receive(
         relevant.push(e);
     }
     let ignored = total - relevant.len();
-    match svc.store.ingest(&relevant, now_ms()).await {
+    match svc.store.ingest(relevant, now_ms()).await {
         Ok(report) => {
             delivery("stored");
             let m = &svc.metrics;

@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::writer::Unit;
 use super::{Store, StoreError, queue};
 use handover_core::event::IncomingEvent;
 use handover_core::jobs::JobPayload;
@@ -13,19 +14,29 @@ pub struct IngestReport {
 }
 
 impl Store {
-    /// Stores every new event and queues its processing, in one transaction. An event whose
+    /// Stores every new event and queues its processing; returns once the transaction that
+    /// holds them has committed (shared with other deliveries: `writer`). An event whose
     /// dedupe key is already stored (a retried delivery, or the same delivery at another
     /// replica) is dropped.
     pub async fn ingest(
         &self,
+        events: Vec<IncomingEvent>,
+        now: i64,
+    ) -> Result<IngestReport, StoreError> {
+        if events.is_empty() {
+            return Ok(IngestReport::default());
+        }
+        self.through_writer(|reply| Unit::Ingest { events, now, reply })
+            .await
+    }
+
+    pub(super) async fn ingest_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         events: &[IncomingEvent],
         now: i64,
     ) -> Result<IngestReport, StoreError> {
         let mut report = IngestReport::default();
-        if events.is_empty() {
-            return Ok(report);
-        }
-        let mut tx = self.begin().await?;
         for event in events {
             let payload =
                 serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -41,12 +52,12 @@ impl Store {
             .bind(event.channel.as_str())
             .bind(payload)
             .bind(now)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
             match id {
                 Some(event_id) => {
                     queue::insert_in(
-                        &mut tx,
+                        tx,
                         Some((&event.account_id, &event.user_id)),
                         &JobPayload::ProcessEvent { event_id },
                         now,
@@ -59,7 +70,6 @@ impl Store {
                 None => report.duplicates += 1,
             }
         }
-        tx.commit().await?;
         Ok(report)
     }
 

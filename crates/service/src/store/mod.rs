@@ -10,6 +10,7 @@ mod events;
 mod queue;
 mod threads;
 mod turns;
+mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("DATABASE_URL: {0}")]
     Url(String),
+    #[error("the store's writer has stopped")]
+    Writer,
+    #[error("a decision panicked: {0}")]
+    Panicked(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,14 +57,48 @@ impl Backend {
 
 mod migrations;
 
+/// SQLite: WAL, with `synchronous` as given (`NORMAL` survives a process crash; `FULL` also a
+/// power loss). PostgreSQL: `max` connections (SQLite's are fixed).
+fn pool_options(
+    backend: Backend,
+    sqlite_connections: u32,
+    synchronous: &'static str,
+) -> AnyPoolOptions {
+    let options = match backend {
+        // SQLite has one writer; a few connections let reads go on beside it.
+        Backend::Sqlite => AnyPoolOptions::new()
+            .max_connections(sqlite_connections)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    let sync = format!("PRAGMA synchronous = {synchronous}");
+                    conn.execute(sqlx::AssertSqlSafe(sync)).await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            }),
+        Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+    };
+    options.acquire_timeout(Duration::from_secs(10))
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The group-commit writer's connection (`writer`): on SQLite its own, whose commits are
+    /// synced to disk (`synchronous = FULL`); on PostgreSQL the pool.
+    durable: AnyPool,
+    /// `None` in the writer's own copy.
+    writer: Option<tokio::sync::mpsc::Sender<writer::Unit>>,
     backend: Backend,
     /// What plain turns would find on the threads this process wrote (`turns`).
     turns: Arc<turns::KnownTurns>,
     /// Transactions that applied a decision to a thread, for tests that a path writes nothing.
     thread_writes: Arc<AtomicU64>,
+    /// Transactions of the group-commit writer.
+    shared_writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -92,34 +131,29 @@ impl Store {
         };
         let options =
             AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Url(e.to_string()))?;
-        let pool_options = match backend {
-            // SQLite has one writer; a few connections let reads go on beside it.
-            Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(4)
-                    .after_connect(|conn, _meta| {
-                        Box::pin(async move {
-                            use sqlx::Executor;
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
-                            conn.execute("PRAGMA busy_timeout = 10000").await?;
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
-                            Ok(())
-                        })
-                    })
-            }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
-        };
-        let pool = pool_options
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+        let pool = pool_options(backend, 4, "NORMAL")
+            .connect_with(options.clone())
             .await?;
-        Ok(Store {
+        // In WAL mode a synced commit also makes every commit before it durable.
+        let durable = match backend {
+            Backend::Sqlite => {
+                pool_options(backend, 1, "FULL")
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => pool.clone(),
+        };
+        let mut store = Store {
             pool,
+            durable,
+            writer: None,
             backend,
             turns: Arc::default(),
             thread_writes: Arc::default(),
-        })
+            shared_writes: Arc::default(),
+        };
+        store.writer = Some(writer::spawn(store.clone()));
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
@@ -164,6 +198,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.durable.close().await;
     }
 
     /// Transactions that applied a decision to a thread (`apply`, `finish_and_apply`) in this
@@ -172,12 +207,26 @@ impl Store {
         self.thread_writes.load(Ordering::Relaxed)
     }
 
+    /// Transactions the group-commit writer has begun in this process so far.
+    pub fn writer_transactions(&self) -> u64 {
+        self.shared_writes.load(Ordering::Relaxed)
+    }
+
     /// A write transaction. SQLite takes the write lock up front, so a transaction that
     /// reads and then writes never fails half-way with SQLITE_BUSY.
     async fn begin(&self) -> Result<Transaction<'static, sqlx::Any>, StoreError> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// A write transaction of the group-commit writer (`writer`).
+    async fn begin_durable(&self) -> Result<Transaction<'static, sqlx::Any>, StoreError> {
+        self.shared_writes.fetch_add(1, Ordering::Relaxed);
+        Ok(match self.backend {
+            Backend::Sqlite => self.durable.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.durable.begin().await?,
         })
     }
 }

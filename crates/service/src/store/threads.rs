@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::queue::{self, ClaimedJob, Finish};
+use super::writer::{self, Unit};
 use super::{Backend, Store, StoreError};
 use handover_core::jobs::WelcomeKind;
 use handover_core::thread::Ask;
@@ -112,7 +113,9 @@ impl Store {
     }
 
     /// Runs `decide` on the thread's current state and stores its decision: the new thread,
-    /// an audit row, cancelled and new jobs, all in one transaction.
+    /// an audit row, cancelled and new jobs, all in one transaction, synced to disk before
+    /// this returns. On SQLite through the group-commit writer (`writer`), so `decide` may run
+    /// again if the transaction it shared failed.
     pub async fn apply<F>(
         &self,
         page_id: &str,
@@ -121,14 +124,26 @@ impl Store {
         decide: F,
     ) -> Result<Decision, StoreError>
     where
-        F: FnOnce(&Thread) -> Decision,
+        F: Fn(&Thread) -> Decision + Send + Sync + 'static,
     {
-        let mut tx = self.begin().await?;
-        let result = async {
-            let decision = self.apply_in(&mut tx, page_id, psid, now, decide).await?;
+        if self.backend == Backend::Sqlite {
+            let (page_id, psid) = (page_id.to_owned(), psid.to_owned());
+            return self
+                .through_writer(|reply| Unit::Apply {
+                    page_id,
+                    psid,
+                    now,
+                    decide: Box::new(decide),
+                    reply,
+                })
+                .await;
+        }
+        let result = writer::caught(async {
+            let mut tx = self.begin().await?;
+            let decision = self.apply_in(&mut tx, page_id, psid, now, &decide).await?;
             tx.commit().await?;
             Ok(decision)
-        }
+        })
         .await;
         if result.is_err() {
             self.turns.forget(page_id, psid);
@@ -147,7 +162,7 @@ impl Store {
         decide: F,
     ) -> Result<Option<Decision>, StoreError>
     where
-        F: FnOnce(&Thread) -> Decision,
+        F: Fn(&Thread) -> Decision + Send + Sync + 'static,
     {
         if self.turns.covers(page_id, psid, session, now) {
             return Ok(None);
@@ -197,7 +212,7 @@ impl Store {
         result
     }
 
-    async fn apply_in<F>(
+    pub(super) async fn apply_in<F>(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         page_id: &str,

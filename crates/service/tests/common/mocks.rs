@@ -357,7 +357,7 @@ pub async fn put_threads(url: &str, threads: &[(String, State, i64)]) {
         let (state, age_ms) = (*state, *age_ms);
         let now = now_ms();
         store
-            .apply(PAGE_ID, psid, now, |t: &Thread| {
+            .apply(PAGE_ID, psid, now, move |t: &Thread| {
                 let mut thread = t.clone();
                 thread.state = state;
                 thread.state_since = now - age_ms;

@@ -1,0 +1,152 @@
+//! Group commit: concurrent writes share a transaction; a unit that fails does so alone.
+
+mod common;
+
+use common::db::{Db, TestDb};
+use handover_core::event::IncomingEvent;
+use handover_core::{Decision, State};
+use messenger_handover::messenger::webhook::parse_delivery;
+use messenger_handover::store::Store;
+use messenger_handover::time::now_ms;
+use serde_json::Value;
+
+const PAGE_ID: &str = "958823367603818";
+
+fn delivery(psid: &str, mid: &str, text: &str) -> Vec<IncomingEvent> {
+    let mut body: Value = serde_json::from_str(include_str!(
+        "../fixtures/messenger/standby_user_message.json"
+    ))
+    .unwrap();
+    let event = &mut body["entry"][0]["standby"][0];
+    event["sender"]["id"] = psid.into();
+    event["message"]["mid"] = mid.into();
+    event["message"]["text"] = text.into();
+    parse_delivery(body.to_string().as_bytes()).unwrap()
+}
+
+async fn store(db: &TestDb) -> Store {
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// 100 deliveries and 20 decisions handed over at once (one task, so all are queued before the
+/// writer runs): far fewer transactions than units, and every unit answered and stored.
+async fn concurrent_writes_share_transactions(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = store(&db).await;
+    let now = now_ms();
+    let before = store.writer_transactions();
+    let deliveries = (0..100).map(|i| {
+        let store = store.clone();
+        async move {
+            let events = delivery(&format!("{}", 2000 + i % 10), &format!("m_{i}"), "hello");
+            store.ingest(events, now).await
+        }
+    });
+    let decisions = (0..20).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .apply(PAGE_ID, &format!("{}", 3000 + i), now, |t| {
+                    let mut t = t.clone();
+                    t.state = State::Human;
+                    Decision::set(t, "test", vec![])
+                })
+                .await
+        }
+    });
+    let (ingested, applied) = futures_util::future::join(
+        futures_util::future::join_all(deliveries),
+        futures_util::future::join_all(decisions),
+    )
+    .await;
+    for report in ingested {
+        assert_eq!(report.unwrap().stored, 1);
+    }
+    for decision in applied {
+        assert_eq!(decision.unwrap().thread.state, State::Human);
+    }
+    let used = store.writer_transactions() - before;
+    // On PostgreSQL decisions run in their own transactions beside the writer's.
+    assert!(used <= 3, "{used} transactions for 100 deliveries");
+    for i in 0..20 {
+        let t = store
+            .thread(PAGE_ID, &format!("{}", 3000 + i))
+            .await
+            .unwrap();
+        assert_eq!(t.unwrap().state, State::Human);
+    }
+    // Per-user order: each user's events are queued in the order they were handed over.
+    for user in 0..10 {
+        let jobs = store
+            .jobs_for(PAGE_ID, &format!("{}", 2000 + user))
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 10);
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(ids, sorted);
+    }
+    // A retried delivery in a later batch is a duplicate.
+    let again = store
+        .ingest(delivery("2000", "m_0", "hello"), now)
+        .await
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 1));
+}
+
+#[tokio::test]
+async fn concurrent_writes_share_transactions_sqlite() {
+    concurrent_writes_share_transactions(Db::Sqlite).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
+async fn concurrent_writes_share_transactions_postgres() {
+    concurrent_writes_share_transactions(Db::Postgres).await;
+}
+
+/// A decision that panics (a bug) fails its own request only: the others in its batch are
+/// written and the writer keeps going.
+async fn a_unit_that_fails_fails_alone(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = store(&db).await;
+    let now = now_ms();
+    let units = (0..10).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .apply(PAGE_ID, &format!("{}", 5000 + i), now, move |t| {
+                    assert_ne!(i, 4, "a bug in a decision");
+                    let mut t = t.clone();
+                    t.state = State::Human;
+                    Decision::set(t, "test", vec![])
+                })
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(units).await;
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result.is_err(), i == 4, "unit {i}: {result:?}");
+        let thread = store
+            .thread(PAGE_ID, &format!("{}", 5000 + i))
+            .await
+            .unwrap();
+        assert_eq!(thread.map(|t| t.state), (i != 4).then_some(State::Human));
+    }
+    let later = store.ingest(delivery("5000", "m_later", "hi"), now).await;
+    assert_eq!(later.unwrap().stored, 1, "the writer still runs");
+}
+
+#[tokio::test]
+async fn a_unit_that_fails_fails_alone_sqlite() {
+    a_unit_that_fails_fails_alone(Db::Sqlite).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
+async fn a_unit_that_fails_fails_alone_postgres() {
+    a_unit_that_fails_fails_alone(Db::Postgres).await;
+}

@@ -14,7 +14,10 @@ use crate::store::ClaimedJob;
 use crate::time::now_ms;
 use handover_core::jobs::JobPayload;
 
-const POLL: Duration = Duration::from_millis(200);
+/// The longest the worker sleeps with nothing due: it is woken at once when this process
+/// queues a job or a job ends, and sleeps until the next job is due; this bounds the wait for
+/// what only the store knows (jobs another replica queued, leases that ran out).
+const IDLE_POLL: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_secs(20);
 
 pub fn worker_id() -> String {
@@ -73,10 +76,11 @@ pub async fn run(svc: Shared, stop: CancellationToken) {
         if claimed > 0 && claimed == free {
             continue; // there may be more due right now
         }
+        let idle = idle_time(&svc, now).await;
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = svc.wake.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(idle) => {}
             Some(_) = running.join_next(), if !running.is_empty() => {}
         }
     }
@@ -92,6 +96,20 @@ pub async fn run(svc: Shared, stop: CancellationToken) {
         running.abort_all();
     }
     info!(worker = id.as_str(), "job worker stopped");
+}
+
+/// How long to sleep when nothing more could be claimed: until the next pending job is due,
+/// at most `IDLE_POLL`. A job due already but not claimable waits behind another job of its
+/// thread, whose end wakes the worker.
+async fn idle_time(svc: &Shared, now: i64) -> Duration {
+    match svc.store.next_due().await {
+        Ok(Some(due)) if due > now => Duration::from_millis((due - now) as u64).min(IDLE_POLL),
+        Ok(_) => IDLE_POLL,
+        Err(e) => {
+            warn!(error = %e, "could not read when the next job is due");
+            IDLE_POLL
+        }
+    }
 }
 
 async fn run_one(svc: Shared, job: ClaimedJob) {

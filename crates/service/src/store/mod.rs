@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use events::IngestReport;
 pub use queue::{ClaimedJob, Finish, JobRow, JobStatus};
@@ -99,6 +100,53 @@ pub struct Store {
     thread_writes: Arc<AtomicU64>,
     /// Transactions of the group-commit writer.
     shared_writes: Arc<AtomicU64>,
+    /// SQLite: taken before a write transaction begins. SQLite has one writer; without this, a
+    /// second writer would wait in SQLite's busy handler, which sleeps and polls (1, 2, 5, 10…
+    /// ms) instead of waking when the lock is free. `None` on PostgreSQL.
+    write_turn: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction, holding the SQLite write turn (`Store::write_turn`) until it ends.
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, sqlx::Any>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+/// A single write statement, run in a write transaction of its own (so it takes its turn).
+pub(super) trait RunWrite {
+    async fn run_write(self, store: &Store) -> Result<sqlx::any::AnyQueryResult, StoreError>;
+}
+
+impl<'q> RunWrite for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    async fn run_write(self, store: &Store) -> Result<sqlx::any::AnyQueryResult, StoreError> {
+        let mut tx = store.begin().await?;
+        let result = self.execute(&mut **tx).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = Transaction<'static, sqlx::Any>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -151,6 +199,7 @@ impl Store {
             turns: Arc::default(),
             thread_writes: Arc::default(),
             shared_writes: Arc::default(),
+            write_turn: (backend == Backend::Sqlite).then(Arc::default),
         };
         store.writer = Some(writer::spawn(store.clone()));
         Ok(store)
@@ -214,19 +263,30 @@ impl Store {
 
     /// A write transaction. SQLite takes the write lock up front, so a transaction that
     /// reads and then writes never fails half-way with SQLITE_BUSY.
-    async fn begin(&self) -> Result<Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(match self.backend {
+    async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let turn = self.write_turn().await;
+        let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
-        })
+        };
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// A write transaction of the group-commit writer (`writer`).
-    async fn begin_durable(&self) -> Result<Transaction<'static, sqlx::Any>, StoreError> {
+    async fn begin_durable(&self) -> Result<WriteTx, StoreError> {
         self.shared_writes.fetch_add(1, Ordering::Relaxed);
-        Ok(match self.backend {
+        let turn = self.write_turn().await;
+        let tx = match self.backend {
             Backend::Sqlite => self.durable.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.durable.begin().await?,
-        })
+        };
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.write_turn {
+            Some(turn) => Some(Arc::clone(turn).lock_owned().await),
+            None => None,
+        }
     }
 }

@@ -8,7 +8,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, RunWrite, Store, StoreError};
 use handover_core::jobs::{JobKind, JobPayload, events_lane};
 use handover_core::thread::thread_key;
 
@@ -204,15 +204,18 @@ fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
 }
 
 /// Due jobs that may run now: pending and due, or running with an expired lease; and no
-/// other unfinished job of the same thread comes before it or is running.
+/// other unfinished job of the same thread comes before it or is running. Written so that
+/// both the scan and the per-thread probe stay on unfinished rows (`status IN ...` first):
+/// finished jobs, kept for days, are never visited. A running job was due when claimed, so
+/// `run_at <= $1` holds for it too.
 const ELIGIBLE: &str = "FROM jobs j \
-     WHERE ((j.status = 'pending' AND j.run_at <= $1) \
-         OR (j.status = 'running' AND j.lease_until <= $1)) \
+     WHERE j.status IN ('pending', 'running') AND j.run_at <= $1 \
+       AND (j.status = 'pending' OR j.lease_until <= $1) \
        AND (j.thread_key IS NULL OR NOT EXISTS ( \
-         SELECT 1 FROM jobs o WHERE o.thread_key = j.thread_key AND o.id <> j.id \
+         SELECT 1 FROM jobs o WHERE o.thread_key = j.thread_key \
+           AND o.status IN ('pending', 'running') AND o.id <> j.id \
            AND ((o.status = 'running' AND o.lease_until > $1) \
-             OR (o.status IN ('pending', 'running') \
-                 AND (o.ord < j.ord OR (o.ord = j.ord AND o.id < j.id))))))";
+             OR o.ord < j.ord OR (o.ord = j.ord AND o.id < j.id))))";
 
 impl Store {
     /// Queues a job outside any state change (tests, the reconciler).
@@ -269,7 +272,7 @@ impl Store {
             .bind(limit)
             .bind(now + lease_ms)
             .bind(worker_id)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -297,7 +300,7 @@ impl Store {
                     .bind(id)
                     .bind(now)
                     .bind(format!("the job's payload cannot be decoded: {e}"))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
             }
@@ -328,7 +331,7 @@ impl Store {
         )
         .bind(job.id)
         .bind(job.worker_id.as_str())
-        .execute(&self.pool)
+        .run_write(self)
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -361,7 +364,7 @@ impl Store {
         .bind(job.id)
         .bind(job.worker_id.as_str())
         .bind(until)
-        .execute(&self.pool)
+        .run_write(self)
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -373,7 +376,7 @@ impl Store {
             "UPDATE jobs SET lease_until = $1 WHERE status = 'running' AND lease_until > $1",
         )
         .bind(now)
-        .execute(&self.pool)
+        .run_write(self)
         .await?;
         Ok(result.rows_affected())
     }
@@ -429,7 +432,7 @@ impl Store {
             "DELETE FROM jobs WHERE status IN ('done', 'cancelled') AND finished_at < $1",
         )
         .bind(before)
-        .execute(&self.pool)
+        .run_write(self)
         .await?
         .rows_affected();
         let events = sqlx::query(
@@ -438,7 +441,7 @@ impl Store {
              AND j.page_id = events.page_id AND j.psid = events.psid)",
         )
         .bind(before)
-        .execute(&self.pool)
+        .run_write(self)
         .await?
         .rows_affected();
         Ok(jobs + events)

@@ -193,7 +193,7 @@ impl Store {
             sqlx::query("SELECT 1 FROM threads WHERE page_id = $1 AND psid = $2 FOR UPDATE")
                 .bind(page_id)
                 .bind(psid)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         if !queue::finish_in(&mut tx, job, &finish, now).await? {

@@ -150,3 +150,32 @@ async fn a_unit_that_fails_fails_alone_sqlite() {
 async fn a_unit_that_fails_fails_alone_postgres() {
     a_unit_that_fails_fails_alone(Db::Postgres).await;
 }
+
+/// The same event twice in one batch (a retried delivery racing the first): stored once.
+async fn a_duplicate_in_the_same_batch_is_stored_once(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = store(&db).await;
+    let now = now_ms();
+    let first = store.ingest(delivery("6000", "m_same", "hi"), now);
+    let second = store.ingest(delivery("6000", "m_same", "hi"), now);
+    let mut twice = delivery("6000", "m_twice", "hi");
+    twice.extend(delivery("6000", "m_twice", "hi"));
+    let within = store.ingest(twice, now);
+    let (a, b, c) = futures_util::future::join3(first, second, within).await;
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!(a.stored + b.stored, 1, "{a:?} {b:?}");
+    assert_eq!(a.duplicates + b.duplicates, 1);
+    assert_eq!((c.stored, c.duplicates), (1, 1));
+    assert_eq!(store.jobs_for(PAGE_ID, "6000").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_duplicate_in_the_same_batch_is_stored_once_sqlite() {
+    a_duplicate_in_the_same_batch_is_stored_once(Db::Sqlite).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
+async fn a_duplicate_in_the_same_batch_is_stored_once_postgres() {
+    a_duplicate_in_the_same_batch_is_stored_once(Db::Postgres).await;
+}

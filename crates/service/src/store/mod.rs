@@ -104,6 +104,9 @@ pub struct Store {
     /// second writer would wait in SQLite's busy handler, which sleeps and polls (1, 2, 5, 10…
     /// ms) instead of waking when the lock is free. `None` on PostgreSQL.
     write_turn: Option<Arc<Mutex<()>>>,
+    /// SQLite: background writers (the job worker) queue here before they queue for the write
+    /// turn, so the group-commit writer, which callers wait on, is behind one of them at most.
+    background_gate: Option<Arc<Mutex<()>>>,
 }
 
 /// A write transaction, holding the SQLite write turn (`Store::write_turn`) until it ends.
@@ -200,8 +203,13 @@ impl Store {
             thread_writes: Arc::default(),
             shared_writes: Arc::default(),
             write_turn: (backend == Backend::Sqlite).then(Arc::default),
+            background_gate: (backend == Backend::Sqlite).then(Arc::default),
         };
-        store.writer = Some(writer::spawn(store.clone()));
+        let writers = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        store.writer = Some(writer::spawn(store.clone(), writers));
         Ok(store)
     }
 
@@ -264,7 +272,13 @@ impl Store {
     /// A write transaction. SQLite takes the write lock up front, so a transaction that
     /// reads and then writes never fails half-way with SQLITE_BUSY.
     async fn begin(&self) -> Result<WriteTx, StoreError> {
-        let turn = self.write_turn().await;
+        let turn = match &self.background_gate {
+            Some(gate) => {
+                let _queued = gate.lock().await;
+                self.write_turn().await
+            }
+            None => None,
+        };
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,

@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Backend, RunWrite, Store, StoreError};
+use handover_core::event::IncomingEvent;
 use handover_core::jobs::{JobKind, JobPayload, events_lane};
 use handover_core::thread::thread_key;
 
@@ -123,6 +124,49 @@ pub(super) async fn insert_in(
     .execute(&mut **tx)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Queues the jobs of webhook events, due `now`, in one statement (in order, so their ids keep
+/// each user's order).
+pub(super) async fn insert_many_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    jobs: &[(&IncomingEvent, JobPayload)],
+    now: i64,
+) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO jobs (thread_key, page_id, psid, kind, payload, status, ord, run_at, \
+         attempts, singleton, created_at, updated_at) VALUES ",
+    );
+    for i in 0..jobs.len() {
+        let p = i * 7;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let [a, b, c, d, e, f, g] = [1, 2, 3, 4, 5, 6, 7].map(|k| p + k);
+        sql.push_str(&format!(
+            "(${a}, ${b}, ${c}, ${d}, ${e}, 'pending', ${f}, ${f}, 0, ${g}, ${f}, ${f})"
+        ));
+    }
+    sql.push_str(" ON CONFLICT (singleton) DO NOTHING");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (event, payload) in jobs {
+        let json =
+            serde_json::to_string(payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let key = thread_key(&event.account_id, &event.user_id);
+        query = query
+            .bind(payload.lane(&key))
+            .bind(event.account_id.clone())
+            .bind(event.user_id.clone())
+            .bind(payload.kind().as_str())
+            .bind(json)
+            .bind(now)
+            .bind(payload.singleton(&key));
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 pub(super) async fn cancel_pending_in(

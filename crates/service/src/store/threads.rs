@@ -225,29 +225,39 @@ impl Store {
     {
         self.thread_writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Make sure the row exists, then read it under a row lock (PostgreSQL); SQLite's
-        // IMMEDIATE transaction already holds the database's write lock.
-        sqlx::query(
-            "INSERT INTO threads (page_id, psid, state, state_since, created_at, updated_at) \
-             VALUES ($1, $2, 'BOT', $3, $3, $3) ON CONFLICT (page_id, psid) DO NOTHING",
-        )
-        .bind(page_id)
-        .bind(psid)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        // Read the thread under a row lock (PostgreSQL; SQLite's IMMEDIATE transaction already
+        // holds the database's write lock), creating it first if it is new: the common case,
+        // a known thread, costs one statement.
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {THREAD_COLUMNS} FROM threads WHERE page_id = $1 AND psid = $2{lock}"
-        ));
-        let row = sqlx::query(sql)
+        let sql =
+            format!("SELECT {THREAD_COLUMNS} FROM threads WHERE page_id = $1 AND psid = $2{lock}");
+        let read = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(page_id)
             .bind(psid)
-            .fetch_one(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?;
+        let row = match read {
+            Some(row) => row,
+            None => {
+                sqlx::query(
+                    "INSERT INTO threads (page_id, psid, state, state_since, created_at, updated_at) \
+                     VALUES ($1, $2, 'BOT', $3, $3, $3) ON CONFLICT (page_id, psid) DO NOTHING",
+                )
+                .bind(page_id)
+                .bind(psid)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(page_id)
+                    .bind(psid)
+                    .fetch_one(&mut **tx)
+                    .await?
+            }
+        };
         let before = thread_from_row(&row)?;
         let decision = decide(&before);
         let t = &decision.thread;

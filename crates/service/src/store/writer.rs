@@ -91,16 +91,38 @@ pub(super) async fn caught<T>(
         })
 }
 
-/// Starts the writer for `store` (whose own `writer` is `None`). It stops when every sender,
-/// i.e. every clone of the store that uses it, is gone.
-pub(super) fn spawn(store: Store) -> mpsc::Sender<Unit> {
-    let (tx, mut rx) = mpsc::channel(QUEUE);
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            store.write_batch(std::mem::take(&mut batch)).await;
-        }
-    });
+/// The time the batch's deliveries are stored at: the latest of theirs.
+fn now_of(batch: &[Unit]) -> i64 {
+    batch
+        .iter()
+        .filter_map(|unit| match unit {
+            Unit::Ingest { now, .. } => Some(*now),
+            Unit::Apply { .. } => None,
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+/// Starts `writers` writer tasks for `store` (whose own `writer` is `None`): one for SQLite,
+/// which has one writer anyway; several for PostgreSQL, whose batches can commit side by side.
+/// They stop when every sender, i.e. every clone of the store that uses them, is gone.
+pub(super) fn spawn(store: Store, writers: usize) -> mpsc::Sender<Unit> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..writers {
+        let (store, rx) = (store.clone(), rx.clone());
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            loop {
+                // One writer gathers at a time; it lets go before it writes.
+                let got = rx.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+                if got == 0 {
+                    break;
+                }
+                store.write_batch(std::mem::take(&mut batch)).await;
+            }
+        });
+    }
     tx
 }
 
@@ -137,9 +159,33 @@ impl Store {
     async fn write_together(&self, batch: &[Unit]) -> Result<Vec<Done>, StoreError> {
         let write = async {
             let mut tx = self.begin_durable().await?;
+            // Every delivery of the batch in one statement per table (`ingest_in`), then the
+            // decisions one by one.
+            let deliveries: Vec<&[IncomingEvent]> = batch
+                .iter()
+                .filter_map(|unit| match unit {
+                    Unit::Ingest { events, .. } => Some(events.as_slice()),
+                    Unit::Apply { .. } => None,
+                })
+                .collect();
+            let mut reports = self
+                .ingest_in(&mut tx, &deliveries, now_of(batch))
+                .await?
+                .into_iter();
             let mut done = Vec::with_capacity(batch.len());
             for unit in batch {
-                done.push(self.write_in(&mut tx, unit).await?);
+                done.push(match unit {
+                    Unit::Ingest { .. } => Done::Ingest(reports.next().expect("one report each")),
+                    Unit::Apply {
+                        page_id,
+                        psid,
+                        now,
+                        decide,
+                        ..
+                    } => Done::Apply(Box::new(
+                        self.apply_in(&mut tx, page_id, psid, *now, decide).await?,
+                    )),
+                });
             }
             tx.commit().await?;
             Ok(done)
@@ -151,27 +197,6 @@ impl Store {
             }
         }
         result
-    }
-
-    async fn write_in(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        unit: &Unit,
-    ) -> Result<Done, StoreError> {
-        Ok(match unit {
-            Unit::Ingest { events, now, .. } => {
-                Done::Ingest(self.ingest_in(tx, events, *now).await?)
-            }
-            Unit::Apply {
-                page_id,
-                psid,
-                now,
-                decide,
-                ..
-            } => Done::Apply(Box::new(
-                self.apply_in(tx, page_id, psid, *now, decide).await?,
-            )),
-        })
     }
 
     /// Hands `unit` to the writer and waits for its answer.

@@ -97,16 +97,7 @@ async fn concurrent_writes_share_transactions(db: Db) {
     assert_eq!((again.stored, again.duplicates), (0, 1));
 }
 
-#[tokio::test]
-async fn concurrent_writes_share_transactions_sqlite() {
-    concurrent_writes_share_transactions(Db::Sqlite).await;
-}
-
-#[tokio::test]
-#[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
-async fn concurrent_writes_share_transactions_postgres() {
-    concurrent_writes_share_transactions(Db::Postgres).await;
-}
+both_backends!(concurrent_writes_share_transactions, current_thread);
 
 /// A decision that panics (a bug) fails its own request only: the others in its batch are
 /// written and the writer keeps going.
@@ -140,16 +131,7 @@ async fn a_unit_that_fails_fails_alone(db: Db) {
     assert_eq!(later.unwrap().stored, 1, "the writer still runs");
 }
 
-#[tokio::test]
-async fn a_unit_that_fails_fails_alone_sqlite() {
-    a_unit_that_fails_fails_alone(Db::Sqlite).await;
-}
-
-#[tokio::test]
-#[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
-async fn a_unit_that_fails_fails_alone_postgres() {
-    a_unit_that_fails_fails_alone(Db::Postgres).await;
-}
+both_backends!(a_unit_that_fails_fails_alone, current_thread);
 
 /// The same event twice in one batch (a retried delivery racing the first): stored once.
 async fn a_duplicate_in_the_same_batch_is_stored_once(db: Db) {
@@ -169,13 +151,4 @@ async fn a_duplicate_in_the_same_batch_is_stored_once(db: Db) {
     assert_eq!(store.jobs_for(PAGE_ID, "6000").await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn a_duplicate_in_the_same_batch_is_stored_once_sqlite() {
-    a_duplicate_in_the_same_batch_is_stored_once(Db::Sqlite).await;
-}
-
-#[tokio::test]
-#[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
-async fn a_duplicate_in_the_same_batch_is_stored_once_postgres() {
-    a_duplicate_in_the_same_batch_is_stored_once(Db::Postgres).await;
-}
+both_backends!(a_duplicate_in_the_same_batch_is_stored_once, current_thread);

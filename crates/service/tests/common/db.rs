@@ -129,8 +129,23 @@ pub async fn run_admin(url: &str, sql: &str) -> Result<(), sqlx::Error> {
 /// `$name::postgres`. The PostgreSQL variant is built ignored unless TEST_POSTGRES_URL was set
 /// at build time (`cfg(postgres_tests)`, from `build.rs`), so the runner's summary counts it as
 /// ignored rather than passed; CI sets the URL, so there it always runs.
+/// `both_backends!(name, current_thread)` runs each on a single-threaded runtime: spawned tasks
+/// (the store's writer) then run only when the test awaits.
 #[macro_export]
 macro_rules! both_backends {
+    ($name:ident, current_thread) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::common::db::Db::Sqlite).await;
+            }
+            #[tokio::test]
+            #[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run")]
+            async fn postgres() {
+                super::$name($crate::common::db::Db::Postgres).await;
+            }
+        }
+    };
     ($name:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

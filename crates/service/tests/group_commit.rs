@@ -4,6 +4,7 @@ mod common;
 
 use common::db::{Db, TestDb};
 use handover_core::event::IncomingEvent;
+use handover_core::jobs::JobPayload;
 use handover_core::{Decision, State};
 use messenger_handover::messenger::webhook::parse_delivery;
 use messenger_handover::store::Store;
@@ -77,17 +78,25 @@ async fn concurrent_writes_share_transactions(db: Db) {
             .unwrap();
         assert_eq!(t.unwrap().state, State::Human);
     }
-    // Per-user order: each user's events are queued in the order they were handed over.
+    // Per-user order: each user's jobs, in the queue's order (id), process that user's events
+    // in the order they were handed over (m_u, m_u+10, m_u+20, ...).
     for user in 0..10 {
         let jobs = store
             .jobs_for(PAGE_ID, &format!("{}", 2000 + user))
             .await
             .unwrap();
-        assert_eq!(jobs.len(), 10);
-        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        assert_eq!(ids, sorted);
+        let mut mids = Vec::new();
+        for job in &jobs {
+            let Some(JobPayload::ProcessEvent { event_id }) = job.payload else {
+                panic!("unexpected job {job:?}");
+            };
+            let event = store.event(event_id).await.unwrap().unwrap();
+            mids.push(event.dedupe_key);
+        }
+        let expected: Vec<String> = (0..10)
+            .map(|k| format!("mid:m_{}", user + 10 * k))
+            .collect();
+        assert_eq!(mids, expected, "user {user}");
     }
     // A retried delivery in a later batch is a duplicate.
     let again = store

@@ -279,43 +279,18 @@ async fn handover_all(
     base: &str,
     psids: &[String],
 ) -> Result<(), String> {
-    let next = Arc::new(AtomicU64::new(0));
-    let psids = Arc::new(psids.to_vec());
-    let url = format!("{base}/fulfillment");
-    let mut workers = Vec::new();
-    for _ in 0..cfg.concurrency.max(1) {
-        let (next, psids, http, url) = (next.clone(), psids.clone(), http.clone(), url.clone());
-        let (token, page_id) = (cfg.token.clone(), cfg.page_id.clone());
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some(psid) = psids.get(i) else {
-                    return Ok(());
-                };
-                let body = fixtures::fulfillment_body(Intent::Handover, psid, &page_id);
-                let resp = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| format!("handover request: {}", e.without_url()))?;
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                if !status.is_success() || !text.contains("human_handover") {
-                    return Err(format!(
-                        "handover request: HTTP {status}: {}",
-                        text.chars().take(200).collect::<String>()
-                    ));
-                }
-            }
-        }));
-    }
-    for w in workers {
-        w.await.map_err(|e| format!("handover worker: {e}"))??;
-    }
-    Ok(())
+    let (token, page_id) = (&cfg.token, &cfg.page_id);
+    probe::fulfill_all(
+        http,
+        base,
+        token,
+        page_id,
+        Intent::Handover,
+        psids.to_vec(),
+        cfg.concurrency as usize,
+    )
+    .await
+    .map_err(|e| format!("handover request: {e}"))
 }
 
 /// Polls `done` every 10 ms for at most `timeout`.

@@ -1,7 +1,11 @@
 //! Watching a running service from outside: `/readyz` (start-up time) and the job queue in
 //! `/metrics` (`handover_jobs{kind,status}`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::fixtures::Intent;
 
 /// Job kinds that are timers rather than work: always pending, due later (the reconciler is
 /// re-queued once per interval; idle checks wait for an agent's silence).
@@ -208,24 +212,38 @@ pub async fn warm(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let url = format!("{}/fulfillment", url.trim_end_matches('/'));
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let psids = (0..users)
+        .map(|i| crate::fixtures::psid(psid_base, i))
+        .collect();
+    let base = url.trim_end_matches('/');
+    fulfill_all(&http, base, token, page_id, Intent::Plain, psids, 8).await
+}
+
+/// Sends one `intent` fulfillment request per user in `psids` to `base`/fulfillment, with
+/// `concurrency` in flight. Fails on the first answer that is not a 200 (or, for a handover,
+/// that lacks the `human_handover` context).
+pub async fn fulfill_all(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    page_id: &str,
+    intent: Intent,
+    psids: Vec<String>,
+    concurrency: usize,
+) -> Result<(), String> {
+    let url = format!("{base}/fulfillment");
+    let psids = Arc::new(psids);
+    let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for _ in 0..8 {
-        let (http, url, next) = (http.clone(), url.clone(), next.clone());
+    for _ in 0..concurrency.max(1) {
+        let (http, url, next, psids) = (http.clone(), url.clone(), next.clone(), psids.clone());
         let (token, page_id) = (token.to_owned(), page_id.to_owned());
         workers.push(tokio::spawn(async move {
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= users {
+                let Some(psid) = psids.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     return Ok::<(), String>(());
-                }
-                let psid = crate::fixtures::psid(psid_base, i);
-                let body = crate::fixtures::fulfillment_body(
-                    crate::fixtures::Intent::Plain,
-                    &psid,
-                    &page_id,
-                );
+                };
+                let body = crate::fixtures::fulfillment_body(intent, psid, &page_id);
                 let resp = http
                     .post(&url)
                     .bearer_auth(&token)
@@ -234,15 +252,18 @@ pub async fn warm(
                     .send()
                     .await
                     .map_err(|e| format!("POST {url}: {}", e.without_url()))?;
-                if resp.status() != reqwest::StatusCode::OK {
-                    return Err(format!("POST {url}: HTTP {}", resp.status()));
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                let handed = intent != Intent::Handover || text.contains("human_handover");
+                if status != reqwest::StatusCode::OK || !handed {
+                    let text: String = text.chars().take(200).collect();
+                    return Err(format!("POST {url}: HTTP {status}: {text}"));
                 }
-                let _ = resp.bytes().await;
             }
         }));
     }
     for w in workers {
-        w.await.map_err(|e| format!("warm worker: {e}"))??;
+        w.await.map_err(|e| format!("fulfillment worker: {e}"))??;
     }
     Ok(())
 }

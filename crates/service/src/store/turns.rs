@@ -16,8 +16,9 @@ use handover_core::thread::thread_key;
 use handover_core::turns::TurnFacts;
 
 /// Threads remembered; beyond that the least useful are forgotten (a forgotten thread's next
-/// turn is a write, as without this cache).
-const CAPACITY: usize = 100_000;
+/// turn is a write, as without this cache). Facts only cover turns within a minute of the last
+/// write, so this is about the users active in any one minute (~200 bytes each).
+const CAPACITY: usize = 20_000;
 
 pub struct KnownTurns {
     facts: Cache<String, TurnFacts>,

@@ -133,6 +133,13 @@ fn serve_logs_no_secrets_and_answers_healthcheck() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read the logs while the service runs: at debug level they outgrow a pipe's buffer, and a
+    // service blocked writing its logs would never stop.
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut logs = String::new();
+        stderr.read_to_string(&mut logs).map(|_| logs)
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
     while run(&["healthcheck"], &[("PORT", port.as_str())]).0 != 0 {
         assert!(Instant::now() < deadline, "the service did not come up");
@@ -179,13 +186,7 @@ fn serve_logs_no_secrets_and_answers_healthcheck() {
     // SIGTERM: a graceful stop.
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let status = child.wait().unwrap();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = reader.join().unwrap().unwrap();
     assert!(
         status.success(),
         "graceful stop on SIGTERM: {status:?}\n{logs}"

@@ -58,8 +58,8 @@ impl Backend {
 
 mod migrations;
 
-/// SQLite: WAL, with `synchronous` as given (`NORMAL` survives a process crash; `FULL` also a
-/// power loss). PostgreSQL: `max` connections (SQLite's are fixed).
+/// SQLite: `sqlite_connections` connections in WAL mode with `synchronous` as given (`NORMAL`
+/// survives a process crash; `FULL` also a power loss). PostgreSQL: 16 connections.
 fn pool_options(
     backend: Backend,
     sqlite_connections: u32,

@@ -218,6 +218,27 @@ service_cmd() { # graph_base port database_url
         "$SERVICE_BIN" serve)
 }
 
+# Starts the service on a fresh store (LABEL: load or e2e) with its Graph API at GRAPH_BASE;
+# sets SVC and SVC_PID. On failure, marks the row CELL of BACKEND and returns 1.
+start_service() { # backend label graph_base cell
+    local backend=$1 label=$2 graph=$3 cell=$4 log=$1
+    [ "$label" = load ] || log=$1-$2
+    if ! fresh_store "$backend" "$label"; then
+        fail_cell "$backend" "$cell" "cannot create the database (see $W/psql.log)"
+        return 1
+    fi
+    free_port
+    SVC_PORT=$PORT
+    SVC=http://127.0.0.1:$SVC_PORT
+    service_cmd "$graph" "$SVC_PORT" "$DB_URL"
+    if ! start_ready "$log" "$SVC/readyz" "${SVC_CMD[@]}"; then
+        fail_cell "$backend" "$cell" "the service did not become ready (see $W/$log.log)"
+        stop_pid "$STARTED_PID"
+        return 1
+    fi
+    SVC_PID=$STARTED_PID
+}
+
 # One wrk run; fills the rows PREFIX_rps, PREFIX_p50, PREFIX_p99 of COLUMN.
 wrk_case() { # column row_prefix url mode file [psid_prefix] [users]
     local col=$1 row=$2 url=$3 mode=$4 file=$5 pfx=${6:-} users=${7:-1}
@@ -418,20 +439,7 @@ for backend in $BACKENDS; do
 
     # Load cases, RSS, idle CPU: one instance, Graph API = the stub.
     echo "== $backend" >&2
-    if ! fresh_store "$backend" load; then
-        fail_cell "$backend" ready "cannot create the database (see $W/psql.log)"
-        continue
-    fi
-    free_port
-    SVC_PORT=$PORT
-    SVC=http://127.0.0.1:$SVC_PORT
-    service_cmd "$STUB" "$SVC_PORT" "$DB_URL"
-    if ! start_ready "$backend" "$SVC/readyz" "${SVC_CMD[@]}"; then
-        fail_cell "$backend" ready "the service did not become ready (see $W/$backend.log)"
-        stop_pid "$STARTED_PID"
-        continue
-    fi
-    SVC_PID=$STARTED_PID
+    start_service "$backend" load "$STUB" ready || continue
     CELL[$backend|ready]=$READY_MS
     if load_cases "$backend" "$SVC" 1; then
         idle_cpu "$backend" "$SVC_PID"
@@ -444,22 +452,9 @@ for backend in $BACKENDS; do
 
     # End-to-end: a fresh instance whose Graph API is the e2e tool's own stub.
     echo "== $backend: end-to-end take latency ($E2E_USERS users, $E2E_RATE/s)" >&2
-    if ! fresh_store "$backend" e2e; then
-        fail_cell "$backend" e2e_p50 "cannot create the database (see $W/psql.log)"
-        continue
-    fi
     free_port
     E2E_GRAPH_PORT=$PORT
-    free_port
-    SVC_PORT=$PORT
-    SVC=http://127.0.0.1:$SVC_PORT
-    service_cmd "http://127.0.0.1:$E2E_GRAPH_PORT" "$SVC_PORT" "$DB_URL"
-    if ! start_ready "$backend-e2e" "$SVC/readyz" "${SVC_CMD[@]}"; then
-        fail_cell "$backend" e2e_p50 "the e2e service did not become ready (see $W/$backend-e2e.log)"
-        stop_pid "$STARTED_PID"
-        continue
-    fi
-    SVC_PID=$STARTED_PID
+    start_service "$backend" e2e "http://127.0.0.1:$E2E_GRAPH_PORT" e2e_p50 || continue
     out=$W/e2e-$backend.txt
     if run_tracked "$TOOL" e2e --service "$SVC" --graph-listen "127.0.0.1:$E2E_GRAPH_PORT" \
         --secret "$SECRET" --token "$TOKEN" --users "$E2E_USERS" --rate "$E2E_RATE" \

@@ -248,21 +248,16 @@ async fn return_to_bot(
     Ok(("return", response))
 }
 
-/// A plain turn: usually no write at all (`store::turns`).
+/// A plain turn: usually no write at all (`store::turns`), nor any other work.
 async fn remember(svc: &Services, request: &WebhookRequest, page_id: &str, psid: &str) -> Answer {
-    let input = Input::RememberSession {
-        session: request.session.clone(),
-    };
-    let now = now_ms();
-    let policy = Arc::clone(&svc.policy);
-    let decision = svc
+    if !svc
         .store
-        .apply_turn(page_id, psid, &request.session, now, move |t| {
-            decide(t, &input, &policy, now)
-        })
-        .await?;
-    if decision.is_some_and(|d| !d.jobs.is_empty()) {
-        svc.wake.notify_one();
+        .turn_changes_nothing(page_id, psid, &request.session, now_ms())
+    {
+        let input = Input::RememberSession {
+            session: request.session.clone(),
+        };
+        apply(svc, page_id, psid, input).await?;
     }
     Ok(("passthrough", request.own_response()))
 }

@@ -151,23 +151,10 @@ impl Store {
         result
     }
 
-    /// A plain Dialogflow turn: applied unless what this process last wrote for the thread
-    /// shows it would change nothing worth a write (`turns`). `None`: answered without a write.
-    pub async fn apply_turn<F>(
-        &self,
-        page_id: &str,
-        psid: &str,
-        session: &str,
-        now: i64,
-        decide: F,
-    ) -> Result<Option<Decision>, StoreError>
-    where
-        F: Fn(&Thread) -> Decision + Send + Sync + 'static,
-    {
-        if self.turns.covers(page_id, psid, session, now) {
-            return Ok(None);
-        }
-        self.apply(page_id, psid, now, decide).await.map(Some)
+    /// A plain Dialogflow turn of `session` at `now` would change nothing worth a write, as far
+    /// as what this process last wrote for the thread shows (`turns`).
+    pub fn turn_changes_nothing(&self, page_id: &str, psid: &str, session: &str, now: i64) -> bool {
+        self.turns.covers(page_id, psid, session, now)
     }
 
     /// Finishes a claimed job and applies the decision its outcome leads to, atomically.

@@ -50,17 +50,19 @@ impl Respond for Stamped {
 /// Rewrites the stored payload (and kind) of every job of `psid`, as a newer version would
 /// have written it.
 async fn rewrite_payload(url: &str, psid: &str, kind: &str, payload: &str) {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
-    sqlx::query("UPDATE jobs SET kind = $1, payload = $2 WHERE psid = $3")
-        .bind(kind)
-        .bind(payload)
-        .bind(psid)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
+    let (kind, payload, psid) = (kind.to_owned(), payload.to_owned(), psid.to_owned());
+    common::db::with_conn(url, move |conn| {
+        conn.execute(
+            "UPDATE jobs SET kind = $1, payload = $2 WHERE psid = $3",
+            &[
+                kind.as_str().into(),
+                payload.as_str().into(),
+                psid.as_str().into(),
+            ],
+        )
+    })
+    .await
+    .unwrap();
 }
 
 // ---- 1. Late events of our own calls ----

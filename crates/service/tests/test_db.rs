@@ -12,17 +12,17 @@ use messenger_handover::store::Store;
 
 /// Whether the server at TEST_POSTGRES_URL has a database `name`.
 async fn exists(name: &str) -> bool {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
     let url = std::env::var("TEST_POSTGRES_URL").expect("TEST_POSTGRES_URL");
-    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-    let found: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    found == 1
+    let name = name.to_owned();
+    let found = common::db::with_conn(&url, move |conn| {
+        conn.scalar(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[name.as_str().into()],
+        )
+    })
+    .await
+    .unwrap();
+    found == Some(1)
 }
 
 /// A connected, migrated store on `db`, as a running service holds one.

@@ -1,5 +1,7 @@
 //! Running one claimed job: the I/O around the pure state machine.
 
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
 use crate::app::Services;
@@ -12,7 +14,8 @@ use crate::time::{DAY_MS, now_ms};
 use handover_core::jobs::{CheckWhy, JobPayload, WelcomeKind};
 use handover_core::machine::CLOCK_SKEW_MS;
 use handover_core::{
-    CallOutcome, Failure, Input, Owner, OwnerCheck, State, WelcomePlan, decide, welcome_plan,
+    CallOutcome, Decision, Failure, Input, Owner, OwnerCheck, Policy, State, Thread, WelcomePlan,
+    decide, welcome_plan,
 };
 
 /// How long finished jobs and old events are kept before the reconciler prunes them.
@@ -76,7 +79,7 @@ pub async fn run(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError
             let input = Input::IdleCheck {
                 generation: *generation,
             };
-            apply(svc, job, Finish::Done, &input).await
+            apply(svc, job, Finish::Done, input).await
         }
         JobPayload::CheckOwner { why } => check_owner(svc, job, *why).await,
         JobPayload::Reconcile => reconcile(svc, job).await,
@@ -96,13 +99,28 @@ async fn apply(
     svc: &Services,
     job: &ClaimedJob,
     finish: Finish,
-    input: &Input<'_>,
+    input: Input<'static>,
+) -> Result<Outcome, StoreError> {
+    apply_with(svc, job, finish, move |t, policy, now| {
+        decide(t, &input, policy, now)
+    })
+    .await
+}
+
+/// Finishes the job and runs `decision` on its thread in the same transaction (on the store's
+/// thread: it owns what it needs).
+async fn apply_with(
+    svc: &Services,
+    job: &ClaimedJob,
+    finish: Finish,
+    decision: impl FnOnce(&Thread, &Policy, i64) -> Decision + Send + 'static,
 ) -> Result<Outcome, StoreError> {
     let now = now_ms();
     let outcome = outcome_of(&finish);
+    let policy = Arc::clone(&svc.policy);
     let decision = svc
         .store
-        .finish_and_apply(job, finish, now, |t| decide(t, input, &svc.policy, now))
+        .finish_and_apply(job, finish, now, move |t| decision(t, &policy, now))
         .await?;
     match decision {
         Some(d) => {
@@ -255,7 +273,12 @@ async fn process_event(
     event_id: i64,
 ) -> Result<Outcome, StoreError> {
     match svc.store.event(event_id).await? {
-        Some(event) => apply(svc, job, Finish::Done, &Input::Event(&event)).await,
+        Some(event) => {
+            apply_with(svc, job, Finish::Done, move |t, policy, now| {
+                decide(t, &Input::Event(&event), policy, now)
+            })
+            .await
+        }
         None => {
             finish(
                 svc,
@@ -355,7 +378,7 @@ async fn thread_control(
                         endpoint = control.endpoint(),
                         "settled by thread_owner: not called again"
                     );
-                    return apply(svc, job, Finish::Done, &done(result)).await;
+                    return apply(svc, job, Finish::Done, done(result)).await;
                 }
             }
             Ok(None) => {}
@@ -418,13 +441,13 @@ async fn thread_control_done(
 ) -> Result<Outcome, StoreError> {
     graph_metric(svc, endpoint, &result);
     match result {
-        Ok(()) => apply(svc, job, Finish::Done, &done(Ok(()))).await,
+        Ok(()) => apply(svc, job, Finish::Done, done(Ok(()))).await,
         Err(e) => {
             let err = CallError::from(&e);
             warn!(error = %err.message, endpoint, in_doubt = err.unknown, "thread control call failed");
             match settle(svc, job, &err) {
                 retry @ Finish::Retry { .. } => finish(svc, job, retry).await,
-                end => apply(svc, job, end, &done(Err(failure_of(&e)))).await,
+                end => apply(svc, job, end, done(Err(failure_of(&e)))).await,
             }
         }
     }
@@ -502,12 +525,12 @@ async fn send_welcome(
         WelcomePlan::Defer(why) => {
             info!(why, "message kept for the user's next message");
             let input = Input::WelcomeDeferred { kind, epoch };
-            return apply(svc, job, Finish::Done, &input).await;
+            return apply(svc, job, Finish::Done, input).await;
         }
     }
     if job.in_doubt {
         // An earlier attempt may have reached the user: at most once, so not again.
-        return apply(svc, job, Finish::Done, &Input::WelcomeUnknown { epoch }).await;
+        return apply(svc, job, Finish::Done, Input::WelcomeUnknown { epoch }).await;
     }
     let text = match kind {
         WelcomeKind::WelcomeBack => &svc.settings.welcome_back_message,
@@ -530,11 +553,11 @@ async fn send_welcome(
                 epoch,
                 result: Ok(()),
             };
-            apply(svc, job, Finish::Done, &input).await
+            apply(svc, job, Finish::Done, input).await
         }
         Err(e) if e.outcome_unknown() => {
             warn!(error = %e, "message may or may not have been sent: not repeated");
-            apply(svc, job, Finish::Done, &Input::WelcomeUnknown { epoch }).await
+            apply(svc, job, Finish::Done, Input::WelcomeUnknown { epoch }).await
         }
         Err(e) => {
             // Meta answered, so it was not sent (`err.unknown` is false: a retry is not in doubt).
@@ -551,7 +574,7 @@ async fn send_welcome(
                 epoch,
                 result: Err(failure_of(&e)),
             };
-            apply(svc, job, end, &input).await
+            apply(svc, job, end, input).await
         }
     }
 }
@@ -577,7 +600,7 @@ async fn check_owner(
                 why,
                 started_at,
             });
-            apply(svc, job, Finish::Done, &input).await
+            apply(svc, job, Finish::Done, input).await
         }
         Err(e) => {
             let end = settle(svc, job, &CallError::from(&e));

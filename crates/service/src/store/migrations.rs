@@ -1,17 +1,17 @@
-//! The migrations of each backend, embedded in the binary.
+//! The migrations of each backend, embedded in the binary, and the runner that applies them.
 //!
-//! Hand-listed instead of `sqlx::migrate!`: the macro needs sqlx's `macros` feature, which
-//! compiles sqlx's SQLite and PostgreSQL drivers (and SQLite's C code) a second time for the
-//! compiler, a large part of a clean build. A test checks this list against the folders, and
-//! `Migration::new` computes the same checksums as the macro, so databases migrated by
-//! either are the same to sqlx.
+//! Applied migrations are recorded in `_sqlx_migrations`, in the format and with the
+//! checksums (SHA-384 of the SQL) of sqlx's migrator, which earlier versions of the service
+//! used: a database migrated by them is recognised as it is, and one migrated by this runner
+//! is valid to them. Hand-written because the store no longer depends on sqlx, and the rules
+//! are few: each migration once, in order, in a transaction; a checksum that differs from
+//! the recorded one, or a migration recorded that this binary does not know, is refused; on
+//! PostgreSQL an advisory lock (sqlx's key) keeps replicas that start together from racing.
 
-use std::borrow::Cow;
-use std::sync::OnceLock;
+use sha2::{Digest, Sha384};
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-
-use super::Backend;
+use super::db::{Conn, params};
+use super::{Backend, StoreError};
 
 /// (version, description, SQL), in the order of the files in `migrations/<backend>/`.
 type Embedded = &'static [(i64, &'static str, &'static str)];
@@ -42,29 +42,155 @@ const POSTGRES: Embedded = &[
     ),
 ];
 
-fn build(list: Embedded) -> Migrator {
-    Migrator::with_migrations(
-        list.iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    Cow::Borrowed(description),
-                    MigrationType::Simple,
-                    sqlx::SqlStr::from_static(sql),
-                    false,
-                )
-            })
-            .collect(),
-    )
+pub(super) fn embedded(backend: Backend) -> Embedded {
+    match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    }
 }
 
-pub(super) fn migrator(backend: Backend) -> &'static Migrator {
-    static SQLITE_MIGRATOR: OnceLock<Migrator> = OnceLock::new();
-    static POSTGRES_MIGRATOR: OnceLock<Migrator> = OnceLock::new();
+fn create_table(backend: Backend) -> &'static str {
     match backend {
-        Backend::Sqlite => SQLITE_MIGRATOR.get_or_init(|| build(SQLITE)),
-        Backend::Postgres => POSTGRES_MIGRATOR.get_or_init(|| build(POSTGRES)),
+        Backend::Sqlite => {
+            "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    success BOOLEAN NOT NULL,
+    checksum BLOB NOT NULL,
+    execution_time BIGINT NOT NULL
+)"
+        }
+        Backend::Postgres => {
+            "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
+    success BOOLEAN NOT NULL,
+    checksum BYTEA NOT NULL,
+    execution_time BIGINT NOT NULL
+)"
+        }
     }
+}
+
+/// sqlx's advisory-lock key for a database: the same lock as replicas of earlier versions.
+fn lock_key(database: &str) -> i64 {
+    0x3d32_ad9e * i64::from(crc32fast::hash(database.as_bytes()))
+}
+
+fn checksum(sql: &str) -> Vec<u8> {
+    Sha384::digest(sql.as_bytes()).to_vec()
+}
+
+/// Applies what is not applied yet; the number applied.
+pub(super) fn run(conn: &mut dyn Conn) -> Result<usize, StoreError> {
+    let backend = conn.backend();
+    let lock = match backend {
+        Backend::Postgres => {
+            let database = conn
+                .query_one("SELECT current_database()", params![])?
+                .text(0)?;
+            let key = lock_key(&database);
+            conn.execute("SELECT pg_advisory_lock($1)", params![key])?;
+            Some(key)
+        }
+        Backend::Sqlite => None,
+    };
+    let result = apply_missing(conn, embedded(backend));
+    if let Some(key) = lock {
+        let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", params![key]);
+        if let (Ok(_), Err(e)) = (&result, unlocked) {
+            return Err(e);
+        }
+    }
+    result
+}
+
+fn apply_missing(conn: &mut dyn Conn, list: Embedded) -> Result<usize, StoreError> {
+    conn.batch(create_table(conn.backend()))?;
+    let recorded = conn.query(
+        "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
+        params![],
+    )?;
+    for row in &recorded {
+        let version = row.int(0)?;
+        if row.int(1)? == 0 {
+            return Err(StoreError::Migrate(format!(
+                "migration {version} was left half-applied; repair the database by hand"
+            )));
+        }
+        let Some(&(_, description, sql)) = list.iter().find(|m| m.0 == version) else {
+            return Err(StoreError::Migrate(format!(
+                "migration {version} was applied by a newer version of the service; run that version"
+            )));
+        };
+        if row.bytes(2)? != checksum(sql) {
+            return Err(StoreError::Migrate(format!(
+                "migration {version} ({description}) was applied with different SQL"
+            )));
+        }
+    }
+    let mut applied = 0;
+    for &(version, description, sql) in list {
+        if recorded.iter().any(|r| r.int(0).ok() == Some(version)) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        conn.begin_write(true)?;
+        let outcome = conn.batch(sql).and_then(|()| {
+            insert_record(
+                conn,
+                version,
+                description,
+                sql,
+                started.elapsed().as_nanos(),
+            )
+        });
+        match outcome.and_then(|()| conn.batch("COMMIT")) {
+            Ok(()) => applied += 1,
+            Err(e) => {
+                let _ = conn.batch("ROLLBACK");
+                return Err(StoreError::Migrate(format!(
+                    "migration {version} ({description}): {e}"
+                )));
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// The checksum goes in as a literal: the driver interface binds integers and text only.
+fn insert_record(
+    conn: &mut dyn Conn,
+    version: i64,
+    description: &str,
+    sql: &str,
+    nanos: u128,
+) -> Result<(), StoreError> {
+    let hex = hex::encode(checksum(sql));
+    let blob = match conn.backend() {
+        Backend::Sqlite => format!("X'{hex}'"),
+        Backend::Postgres => format!("'\\x{hex}'::bytea"),
+    };
+    let sql = format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, $2, TRUE, {blob}, $3)"
+    );
+    let nanos = i64::try_from(nanos).unwrap_or(i64::MAX);
+    conn.execute(&sql, params![version, description, nanos])?;
+    Ok(())
+}
+
+/// Migrations recorded as applied, and how many this binary embeds.
+pub(super) fn status(conn: &mut dyn Conn) -> Result<(usize, usize), StoreError> {
+    let applied = conn
+        .scalar(
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE",
+            params![],
+        )?
+        .unwrap_or(0);
+    Ok((applied as usize, embedded(conn.backend()).len()))
 }
 
 #[cfg(test)]

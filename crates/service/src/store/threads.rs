@@ -1,11 +1,9 @@
 //! Threads and their audit trail; applying a state-machine decision in one transaction.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
+use super::db::{Conn, Row, params};
+use super::engine::WriteKind;
 use super::queue::{self, ClaimedJob, Finish};
-use super::writer::{self, Unit};
-use super::{Backend, Store, StoreError};
+use super::{Backend, Shared, Store, StoreError};
 use handover_core::jobs::WelcomeKind;
 use handover_core::thread::Ask;
 use handover_core::{Decision, ReturnReason, State, Thread};
@@ -18,58 +16,190 @@ pub struct TransitionRow {
     pub at: i64,
 }
 
-const THREAD_COLUMNS: &str = "page_id, psid, state, owner_app_id, session, snapshot, \
-     last_user_msg_at, last_agent_msg_at, pending_welcome, return_reason, human_since, \
-     last_error, state_since, state_at, epoch, notified_epoch, next_check_at, checks, owner_in_doubt, returned_at, asked_in_doubt";
+/// The columns `thread_from_row` reads, in its order.
+macro_rules! thread_columns {
+    () => {
+        "page_id, psid, state, owner_app_id, session, snapshot, last_user_msg_at, \
+         last_agent_msg_at, pending_welcome, return_reason, human_since, last_error, \
+         state_since, state_at, epoch, notified_epoch, next_check_at, checks, owner_in_doubt, \
+         returned_at, asked_in_doubt"
+    };
+}
 
-fn thread_from_row(row: &AnyRow) -> Result<Thread, StoreError> {
-    let state: String = row.try_get("state")?;
-    let snapshot: Option<String> = row.try_get("snapshot")?;
-    let pending: Option<String> = row.try_get("pending_welcome")?;
-    let reason: Option<String> = row.try_get("return_reason")?;
+/// The rest of a stuck-thread query: no job of the thread under way (but its idle timer).
+macro_rules! stuck_no_job {
+    () => {
+        "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.page_id = t.page_id \
+             AND j.psid = t.psid AND j.status IN ('pending', 'running') \
+             AND j.kind <> 'idle_check') \
+         ORDER BY t.next_check_at LIMIT $2"
+    };
+}
+
+const SELECT_THREAD: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    " FROM threads WHERE page_id = $1 AND psid = $2"
+);
+/// PostgreSQL: under the row lock (SQLite's `BEGIN IMMEDIATE` holds the database's).
+const SELECT_THREAD_FOR_UPDATE: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    " FROM threads WHERE page_id = $1 AND psid = $2 FOR UPDATE"
+);
+
+fn thread_from_row(row: &Row) -> Result<Thread, StoreError> {
+    let state = row.text(2)?;
+    let snapshot = row.opt_text(5)?;
     Ok(Thread {
-        account_id: row.try_get("page_id")?,
-        user_id: row.try_get("psid")?,
+        account_id: row.text(0)?,
+        user_id: row.text(1)?,
         state: State::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("thread state {state:?}")))?,
-        owner_app_id: row.try_get("owner_app_id")?,
-        session: row.try_get("session")?,
+        owner_app_id: row.opt_text(3)?,
+        session: row.opt_text(4)?,
         snapshot: snapshot
             .map(|s| serde_json::from_str(&s))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("thread snapshot: {e}")))?,
-        last_user_msg_at: row.try_get("last_user_msg_at")?,
-        last_agent_msg_at: row.try_get("last_agent_msg_at")?,
-        pending_welcome: pending.as_deref().and_then(WelcomeKind::parse),
-        return_reason: reason.as_deref().and_then(ReturnReason::parse),
-        human_since: row.try_get("human_since")?,
-        last_error: row.try_get("last_error")?,
-        state_since: row.try_get("state_since")?,
-        state_at: row.try_get("state_at")?,
-        epoch: row.try_get("epoch")?,
-        notified_epoch: row.try_get("notified_epoch")?,
-        next_check_at: row.try_get("next_check_at")?,
-        checks: row.try_get("checks")?,
-        owner_in_doubt: row.try_get::<i64, _>("owner_in_doubt")? != 0,
-        returned_at: row.try_get("returned_at")?,
-        asked_in_doubt: row
-            .try_get::<Option<String>, _>("asked_in_doubt")?
-            .as_deref()
-            .and_then(Ask::parse),
+        last_user_msg_at: row.opt_int(6)?,
+        last_agent_msg_at: row.opt_int(7)?,
+        pending_welcome: row.opt_text(8)?.as_deref().and_then(WelcomeKind::parse),
+        return_reason: row.opt_text(9)?.as_deref().and_then(ReturnReason::parse),
+        human_since: row.opt_int(10)?,
+        last_error: row.opt_text(11)?,
+        state_since: row.int(12)?,
+        state_at: row.int(13)?,
+        epoch: row.int(14)?,
+        notified_epoch: row.int(15)?,
+        next_check_at: row.opt_int(16)?,
+        checks: row.int(17)?,
+        owner_in_doubt: row.int(18)? != 0,
+        returned_at: row.opt_int(19)?,
+        asked_in_doubt: row.opt_text(20)?.as_deref().and_then(Ask::parse),
     })
+}
+
+pub(super) fn thread_in(
+    conn: &mut dyn Conn,
+    page_id: &str,
+    psid: &str,
+) -> Result<Option<Thread>, StoreError> {
+    conn.query_opt(SELECT_THREAD, params![page_id, psid])?
+        .as_ref()
+        .map(thread_from_row)
+        .transpose()
+}
+
+/// Runs `decide` on the thread as stored (created first if new) and stores its decision: the
+/// new thread, an audit row when the state or owner changed, cancelled and new jobs. The
+/// caller's transaction holds the thread's lock (PostgreSQL's row lock; SQLite's write lock).
+pub(super) fn apply_in(
+    conn: &mut dyn Conn,
+    shared: &Shared,
+    page_id: &str,
+    psid: &str,
+    now: i64,
+    decide: impl FnOnce(&Thread) -> Decision,
+) -> Result<Decision, StoreError> {
+    shared
+        .thread_writes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let select = match conn.backend() {
+        Backend::Postgres => SELECT_THREAD_FOR_UPDATE,
+        Backend::Sqlite => SELECT_THREAD,
+    };
+    // The common case, a known thread, costs one statement.
+    let row = match conn.query_opt(select, params![page_id, psid])? {
+        Some(row) => row,
+        None => {
+            conn.execute(
+                "INSERT INTO threads (page_id, psid, state, state_since, created_at, updated_at) \
+                 VALUES ($1, $2, 'BOT', $3, $3, $3) ON CONFLICT (page_id, psid) DO NOTHING",
+                params![page_id, psid, now],
+            )?;
+            conn.query_one(select, params![page_id, psid])?
+        }
+    };
+    let before = thread_from_row(&row)?;
+    let decision = decide(&before);
+    let t = &decision.thread;
+    if *t != before {
+        let snapshot = t.snapshot.as_ref().map(|v| v.to_string());
+        conn.execute(
+            "UPDATE threads SET state = $3, owner_app_id = $4, session = $5, snapshot = $6, \
+             last_user_msg_at = $7, last_agent_msg_at = $8, pending_welcome = $9, \
+             return_reason = $10, human_since = $11, last_error = $12, state_since = $13, \
+             updated_at = $14, state_at = $15, epoch = $16, notified_epoch = $17, \
+             next_check_at = $18, checks = $19, owner_in_doubt = $20, returned_at = $21, \
+             asked_in_doubt = $22 \
+             WHERE page_id = $1 AND psid = $2",
+            params![
+                page_id,
+                psid,
+                t.state.as_str(),
+                t.owner_app_id.as_deref(),
+                t.session.as_deref(),
+                snapshot.as_deref(),
+                t.last_user_msg_at,
+                t.last_agent_msg_at,
+                t.pending_welcome.map(|k| k.as_str()),
+                t.return_reason.map(|r| r.as_str()),
+                t.human_since,
+                t.last_error.as_deref(),
+                t.state_since,
+                now,
+                t.state_at,
+                t.epoch,
+                t.notified_epoch,
+                t.next_check_at,
+                t.checks,
+                t.owner_in_doubt,
+                t.returned_at,
+                t.asked_in_doubt.map(Ask::as_str),
+            ],
+        )?;
+    }
+    // Under the thread's lock, so this process's facts follow its commits in order.
+    shared.turns.written(t);
+    let changed = t.state != before.state || t.owner_app_id != before.owner_app_id;
+    if let (Some(cause), true) = (&decision.cause, changed) {
+        conn.execute(
+            "INSERT INTO transitions (page_id, psid, from_state, to_state, cause, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            params![
+                page_id,
+                psid,
+                before.state.as_str(),
+                t.state.as_str(),
+                cause.as_str(),
+                now
+            ],
+        )?;
+    }
+    let key = before.key();
+    for kind in &decision.cancel {
+        queue::cancel_pending_in(conn, &key, *kind, now)?;
+    }
+    for job in &decision.jobs {
+        queue::insert_in(
+            conn,
+            Some((page_id, psid)),
+            &job.payload,
+            now + job.delay_ms,
+            now,
+            None,
+        )?;
+    }
+    Ok(decision)
 }
 
 impl Store {
     pub async fn thread(&self, page_id: &str, psid: &str) -> Result<Option<Thread>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {THREAD_COLUMNS} FROM threads WHERE page_id = $1 AND psid = $2"
-        ));
-        let row = sqlx::query(sql)
-            .bind(page_id)
-            .bind(psid)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(thread_from_row).transpose()
+        let (page_id, psid) = (page_id.to_owned(), psid.to_owned());
+        self.engine
+            .read(move |conn| thread_in(conn, &page_id, &psid))
+            .await
     }
 
     /// Just the state of a thread, if the service has seen it (a cheap read).
@@ -78,13 +208,19 @@ impl Store {
         page_id: &str,
         psid: &str,
     ) -> Result<Option<State>, StoreError> {
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM threads WHERE page_id = $1 AND psid = $2")
-                .bind(page_id)
-                .bind(psid)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(state.as_deref().and_then(State::parse))
+        let (page_id, psid) = (page_id.to_owned(), psid.to_owned());
+        self.engine
+            .read(move |conn| {
+                let row = conn.query_opt(
+                    "SELECT state FROM threads WHERE page_id = $1 AND psid = $2",
+                    params![&page_id, &psid],
+                )?;
+                Ok(match row {
+                    Some(row) => State::parse(&row.text(0)?),
+                    None => None,
+                })
+            })
+            .await
     }
 
     pub async fn transitions(
@@ -92,30 +228,31 @@ impl Store {
         page_id: &str,
         psid: &str,
     ) -> Result<Vec<TransitionRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT from_state, to_state, cause, at FROM transitions \
-             WHERE page_id = $1 AND psid = $2 ORDER BY id",
-        )
-        .bind(page_id)
-        .bind(psid)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TransitionRow {
-                    from_state: r.try_get("from_state")?,
-                    to_state: r.try_get("to_state")?,
-                    cause: r.try_get("cause")?,
-                    at: r.try_get("at")?,
+        let (page_id, psid) = (page_id.to_owned(), psid.to_owned());
+        self.engine
+            .read(move |conn| {
+                conn.query(
+                    "SELECT from_state, to_state, cause, at FROM transitions \
+                     WHERE page_id = $1 AND psid = $2 ORDER BY id",
+                    params![&page_id, &psid],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok(TransitionRow {
+                        from_state: r.text(0)?,
+                        to_state: r.text(1)?,
+                        cause: r.text(2)?,
+                        at: r.int(3)?,
+                    })
                 })
+                .collect()
             })
-            .collect()
+            .await
     }
 
     /// Runs `decide` on the thread's current state and stores its decision: the new thread,
     /// an audit row, cancelled and new jobs, all in one transaction, synced to disk before
-    /// this returns. On SQLite through the group-commit writer (`writer`), so `decide` may run
-    /// again if the transaction it shared failed.
+    /// this returns (shared with other writes: group commit).
     pub async fn apply<F>(
         &self,
         page_id: &str,
@@ -124,29 +261,18 @@ impl Store {
         decide: F,
     ) -> Result<Decision, StoreError>
     where
-        F: Fn(&Thread) -> Decision + Send + Sync + 'static,
+        F: FnOnce(&Thread) -> Decision + Send + 'static,
     {
-        if self.backend == Backend::Sqlite {
-            let (page_id, psid) = (page_id.to_owned(), psid.to_owned());
-            return self
-                .through_writer(|reply| Unit::Apply {
-                    page_id,
-                    psid,
-                    now,
-                    decide: Box::new(decide),
-                    reply,
-                })
-                .await;
-        }
-        let result = writer::caught(async {
-            let mut tx = self.begin().await?;
-            let decision = self.apply_in(&mut tx, page_id, psid, now, &decide).await?;
-            tx.commit().await?;
-            Ok(decision)
-        })
-        .await;
+        let shared = self.shared.clone();
+        let (page, user) = (page_id.to_owned(), psid.to_owned());
+        let result = self
+            .engine
+            .write(WriteKind::DURABLE, move |conn| {
+                apply_in(conn, &shared, &page, &user, now, decide)
+            })
+            .await;
         if result.is_err() {
-            self.turns.forget(page_id, psid);
+            self.shared.turns.forget(page_id, psid);
         }
         result
     }
@@ -154,7 +280,7 @@ impl Store {
     /// A plain Dialogflow turn of `session` at `now` would change nothing worth a write, as far
     /// as what this process last wrote for the thread shows (`turns`).
     pub fn turn_changes_nothing(&self, page_id: &str, psid: &str, session: &str, now: i64) -> bool {
-        self.turns.covers(page_id, psid, session, now)
+        self.shared.turns.covers(page_id, psid, session, now)
     }
 
     /// Finishes a claimed job and applies the decision its outcome leads to, atomically.
@@ -167,158 +293,36 @@ impl Store {
         decide: F,
     ) -> Result<Option<Decision>, StoreError>
     where
-        F: FnOnce(&Thread) -> Decision,
+        F: FnOnce(&Thread) -> Decision + Send + 'static,
     {
-        let (Some(page_id), Some(psid)) = (job.page_id.as_deref(), job.psid.as_deref()) else {
+        let (Some(page_id), Some(psid)) = (job.page_id.clone(), job.psid.clone()) else {
             return Err(StoreError::Corrupt(format!("job {} has no thread", job.id)));
         };
-        let mut tx = self.begin().await?;
-        if self.backend == Backend::Postgres {
-            // The thread's row lock first, as every other writer of this thread takes it: a
-            // job row updated before it could deadlock with an event that inserts this
-            // thread's next check (both wait on the per-thread singleton key).
-            sqlx::query("SELECT 1 FROM threads WHERE page_id = $1 AND psid = $2 FOR UPDATE")
-                .bind(page_id)
-                .bind(psid)
-                .execute(&mut **tx)
-                .await?;
-        }
-        if !queue::finish_in(&mut tx, job, &finish, now).await? {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let result = async {
-            let decision = self.apply_in(&mut tx, page_id, psid, now, decide).await?;
-            tx.commit().await?;
-            Ok(Some(decision))
-        }
-        .await;
+        let shared = self.shared.clone();
+        let job = job.clone();
+        let (page, user) = (page_id.clone(), psid.clone());
+        let result = self
+            .engine
+            .write(WriteKind::BACKGROUND, move |conn| {
+                if conn.backend() == Backend::Postgres {
+                    // The thread's row lock first, as every other writer of this thread takes
+                    // it: a job row updated before it could deadlock with an event that
+                    // inserts this thread's next check (both wait on the singleton key).
+                    conn.execute(
+                        "SELECT 1 FROM threads WHERE page_id = $1 AND psid = $2 FOR UPDATE",
+                        params![&page, &user],
+                    )?;
+                }
+                if !queue::finish_in(conn, &job, &finish, now)? {
+                    return Ok(None);
+                }
+                apply_in(conn, &shared, &page, &user, now, decide).map(Some)
+            })
+            .await;
         if result.is_err() {
-            self.turns.forget(page_id, psid);
+            self.shared.turns.forget(&page_id, &psid);
         }
         result
-    }
-
-    pub(super) async fn apply_in<F>(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        page_id: &str,
-        psid: &str,
-        now: i64,
-        decide: F,
-    ) -> Result<Decision, StoreError>
-    where
-        F: FnOnce(&Thread) -> Decision,
-    {
-        self.thread_writes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Read the thread under a row lock (PostgreSQL; SQLite's IMMEDIATE transaction already
-        // holds the database's write lock), creating it first if it is new: the common case,
-        // a known thread, costs one statement.
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
-        let sql =
-            format!("SELECT {THREAD_COLUMNS} FROM threads WHERE page_id = $1 AND psid = $2{lock}");
-        let read = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(page_id)
-            .bind(psid)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let row = match read {
-            Some(row) => row,
-            None => {
-                sqlx::query(
-                    "INSERT INTO threads (page_id, psid, state, state_since, created_at, updated_at) \
-                     VALUES ($1, $2, 'BOT', $3, $3, $3) ON CONFLICT (page_id, psid) DO NOTHING",
-                )
-                .bind(page_id)
-                .bind(psid)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(page_id)
-                    .bind(psid)
-                    .fetch_one(&mut **tx)
-                    .await?
-            }
-        };
-        let before = thread_from_row(&row)?;
-        let decision = decide(&before);
-        let t = &decision.thread;
-        if *t != before {
-            let snapshot = t.snapshot.as_ref().map(|v| v.to_string());
-            sqlx::query(
-                "UPDATE threads SET state = $3, owner_app_id = $4, session = $5, snapshot = $6, \
-                 last_user_msg_at = $7, last_agent_msg_at = $8, pending_welcome = $9, \
-                 return_reason = $10, human_since = $11, last_error = $12, state_since = $13, \
-                 updated_at = $14, state_at = $15, epoch = $16, notified_epoch = $17, \
-                 next_check_at = $18, checks = $19, owner_in_doubt = $20, returned_at = $21, \
-                 asked_in_doubt = $22 \
-                 WHERE page_id = $1 AND psid = $2",
-            )
-            .bind(page_id)
-            .bind(psid)
-            .bind(t.state.as_str())
-            .bind(t.owner_app_id.clone())
-            .bind(t.session.clone())
-            .bind(snapshot)
-            .bind(t.last_user_msg_at)
-            .bind(t.last_agent_msg_at)
-            .bind(t.pending_welcome.map(|k| k.as_str()))
-            .bind(t.return_reason.map(|r| r.as_str()))
-            .bind(t.human_since)
-            .bind(t.last_error.clone())
-            .bind(t.state_since)
-            .bind(now)
-            .bind(t.state_at)
-            .bind(t.epoch)
-            .bind(t.notified_epoch)
-            .bind(t.next_check_at)
-            .bind(t.checks)
-            .bind(i64::from(t.owner_in_doubt))
-            .bind(t.returned_at)
-            .bind(t.asked_in_doubt.map(Ask::as_str))
-            .execute(&mut **tx)
-            .await?;
-        }
-        // Under the thread's lock, so this process's facts follow its commits in order.
-        self.turns.written(t);
-        let changed = t.state != before.state || t.owner_app_id != before.owner_app_id;
-        if let (Some(cause), true) = (&decision.cause, changed) {
-            {
-                sqlx::query(
-                    "INSERT INTO transitions (page_id, psid, from_state, to_state, cause, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(page_id)
-                .bind(psid)
-                .bind(before.state.as_str())
-                .bind(t.state.as_str())
-                .bind(cause.as_str())
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
-        let key = before.key();
-        for kind in &decision.cancel {
-            queue::cancel_pending_in(tx, &key, *kind, now).await?;
-        }
-        for job in &decision.jobs {
-            queue::insert_in(
-                tx,
-                Some((page_id, psid)),
-                &job.payload,
-                now + job.delay_ms,
-                now,
-                None,
-            )
-            .await?;
-        }
-        Ok(decision)
     }
 
     /// Threads whose reconciler check is due (`next_check_at`, which backs off per thread)
@@ -330,35 +334,43 @@ impl Store {
         now: i64,
         limit_each: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut found = Vec::new();
-        for states in ["('PASSING', 'RETURNING')", "('HUMAN')"] {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT t.page_id, t.psid FROM threads t \
-                 WHERE t.state IN {states} AND t.next_check_at <= $1 \
-                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.page_id = t.page_id \
-                       AND j.psid = t.psid AND j.status IN ('pending', 'running') \
-                       AND j.kind <> 'idle_check') \
-                 ORDER BY t.next_check_at LIMIT $2"
-            ));
-            let rows = sqlx::query(sql)
-                .bind(now)
-                .bind(limit_each)
-                .fetch_all(&self.pool)
-                .await?;
-            for r in &rows {
-                found.push((r.try_get("page_id")?, r.try_get("psid")?));
-            }
-        }
-        Ok(found)
+        const STUCK: [&str; 2] = [
+            concat!(
+                "SELECT t.page_id, t.psid FROM threads t ",
+                "WHERE t.state IN ('PASSING', 'RETURNING') AND t.next_check_at <= $1 ",
+                stuck_no_job!(),
+            ),
+            concat!(
+                "SELECT t.page_id, t.psid FROM threads t ",
+                "WHERE t.state = 'HUMAN' AND t.next_check_at <= $1 ",
+                stuck_no_job!(),
+            ),
+        ];
+        self.engine
+            .read(move |conn| {
+                let mut found = Vec::new();
+                for sql in STUCK {
+                    for r in conn.query(sql, params![now, limit_each])? {
+                        found.push((r.text(0)?, r.text(1)?));
+                    }
+                }
+                Ok(found)
+            })
+            .await
     }
 
     /// Counts of threads per state, for `/metrics`.
     pub async fn thread_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM threads GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
-            .collect()
+        self.engine
+            .read(|conn| {
+                conn.query(
+                    "SELECT state, COUNT(*) FROM threads GROUP BY state",
+                    params![],
+                )?
+                .iter()
+                .map(|r| Ok((r.text(0)?, r.int(1)?)))
+                .collect()
+            })
+            .await
     }
 }

@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+use messenger_handover::store::db::{self, Conn};
+use messenger_handover::store::{Backend, StoreError};
+
 /// Which store backend a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Db {
@@ -27,10 +30,10 @@ struct PgDatabase {
 }
 
 impl PgDatabase {
-    /// Drops it, with any connection a service still holds to it.
-    async fn drop_it(&self) -> Result<(), sqlx::Error> {
+    /// Drops it, with any connection a service still holds to it (blocks the thread).
+    fn drop_it(&self) -> Result<(), StoreError> {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        run_admin(&self.admin_url, &sql).await
+        run_sql_blocking(&self.admin_url, &sql)
     }
 }
 
@@ -51,7 +54,7 @@ impl TestDb {
                     .filter(|url| !url.is_empty())
                     .expect("TEST_POSTGRES_URL is not set: the PostgreSQL variants need a server");
                 let name = format!("handover_test_{:016x}", rand::random::<u64>());
-                run_admin(&admin_url, &format!("CREATE DATABASE {name}"))
+                run_sql(&admin_url, &format!("CREATE DATABASE {name}"))
                     .await
                     .unwrap_or_else(|e| panic!("TEST_POSTGRES_URL: CREATE DATABASE {name}: {e}"));
                 let (server, _) = admin_url
@@ -75,8 +78,10 @@ impl TestDb {
     /// other tests' work shares its thread (the chaos seeds). `Drop` does it otherwise.
     pub async fn close(mut self) {
         if let Some(pg) = self.postgres.take() {
-            pg.drop_it().await.unwrap_or_else(|e| {
-                panic!("the test database {} could not be dropped: {e}", pg.name)
+            let dropped =
+                tokio::task::spawn_blocking(move || pg.drop_it().map_err(|e| (pg.name, e)));
+            dropped.await.unwrap().unwrap_or_else(|(name, e)| {
+                panic!("the test database {name} could not be dropped: {e}")
             });
         }
     }
@@ -93,16 +98,9 @@ impl Drop for TestDb {
             return;
         };
         let name = pg.name.clone();
-        // `Drop` cannot await, and may run inside the test's runtime (where blocking on it
-        // would panic) or while unwinding: a fresh runtime on a plain thread does the drop.
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the drop")
-                .block_on(pg.drop_it())
-        })
-        .join();
+        // `Drop` may run inside the test's runtime, whose thread must not block on a driver
+        // that runs a runtime of its own, or while unwinding: a plain thread does the drop.
+        let dropped = std::thread::spawn(move || pg.drop_it()).join();
         match dropped {
             Ok(Ok(())) => {}
             // A second panic while unwinding would abort the whole test binary.
@@ -114,15 +112,37 @@ impl Drop for TestDb {
     }
 }
 
-/// Runs one statement on a fresh connection to `url` (the server's maintenance database).
-pub async fn run_admin(url: &str, sql: &str) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await
+/// Runs statements on a fresh connection to `url` (with the service's own driver).
+pub async fn run_sql(url: &str, sql: &str) -> Result<(), StoreError> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || run_sql_blocking(&url, &sql))
+        .await
+        .expect("the statement's thread")
+}
+
+/// `run_sql`, blocking the thread.
+pub fn run_sql_blocking(url: &str, sql: &str) -> Result<(), StoreError> {
+    with_conn_blocking(url, |conn| conn.batch(sql))
+}
+
+/// Runs `f` on a fresh connection to `url` (with the service's own driver).
+pub async fn with_conn<T, F>(url: &str, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+{
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || with_conn_blocking(&url, f))
+        .await
+        .expect("the connection's thread")
+}
+
+fn with_conn_blocking<T>(
+    url: &str,
+    f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut conn = db::connect(Backend::of_url(url)?, url)?;
+    f(&mut *conn)
 }
 
 /// Runs `$name` (an async fn taking a [`Db`]) once per backend, as `$name::sqlite` and

@@ -1,0 +1,516 @@
+//! The store's own threads. Each owns one connection and runs whole units of work on it, so
+//! a transaction costs one hand-off between threads however many statements it has.
+//!
+//! Writes go to the writer threads, reads to the reader threads. A writer takes every unit
+//! waiting (up to `MAX_BATCH`) and, where it may, runs them in one transaction: group commit.
+//! On SQLite, which has one writer anyway, that is every write: each unit runs in a savepoint
+//! of the shared transaction, so one that fails (or panics) is rolled back alone, and the
+//! commit is synced to disk when any unit of the batch asks for it. On PostgreSQL only
+//! webhook deliveries share transactions (they take no row locks); every other write runs in
+//! a transaction of its own beside the others, as several replicas do anyway. Each unit is
+//! answered after the commit that holds it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, warn};
+
+use super::db::{self, Conn};
+use super::{Backend, StoreError};
+
+/// Units in one transaction at most.
+const MAX_BATCH: usize = 256;
+/// Units waiting at most per queue; beyond that callers wait to hand theirs over.
+const QUEUE: usize = 4096;
+
+/// How a write is committed and grouped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteKind {
+    /// Its commit is on disk before it is answered (it is acknowledged to someone outside).
+    pub durable: bool,
+    /// It may share a transaction with others on PostgreSQL (it takes no row locks).
+    pub shared: bool,
+    /// The writer begins and commits its transaction; `false`: it runs alone, outside any
+    /// transaction, and manages its own (migrations).
+    pub transaction: bool,
+}
+
+impl WriteKind {
+    /// Webhook deliveries.
+    pub const DELIVERY: Self = Self {
+        durable: true,
+        shared: true,
+        transaction: true,
+    };
+    /// Acknowledged to a caller (a fulfillment answer, an operator), or made before an effect
+    /// outside (a call marked in doubt).
+    pub const DURABLE: Self = Self {
+        durable: true,
+        shared: false,
+        transaction: true,
+    };
+    /// The worker's bookkeeping: a crash of the machine may undo it, and the job runs again.
+    pub const BACKGROUND: Self = Self {
+        durable: false,
+        shared: false,
+        transaction: true,
+    };
+    /// Schema changes, in transactions of their own.
+    pub const UNMANAGED: Self = Self {
+        durable: true,
+        shared: false,
+        transaction: false,
+    };
+}
+
+trait Work: Send {
+    /// Runs the unit; `false` if it failed (its changes are then rolled back).
+    fn run(&mut self, conn: &mut dyn Conn) -> bool;
+    /// Sends the result, or `failed` if the transaction that held it did not commit.
+    fn answer(self: Box<Self>, failed: Option<&StoreError>);
+    fn kind(&self) -> WriteKind;
+    /// A marker that stops the thread that takes it (`Engine::close`).
+    fn is_stop(&self) -> bool {
+        false
+    }
+}
+
+struct Task<T, F> {
+    f: Option<F>,
+    kind: WriteKind,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Work for Task<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &mut dyn Conn) -> bool {
+        let f = self.f.take().expect("a unit runs once");
+        // A panic is a bug in one unit (a decision): it fails that unit, not the thread.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+            .unwrap_or_else(|panic| Err(StoreError::Panicked(panic_message(&panic))));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&StoreError>) {
+        let result = match (self.result, failed) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(e)) => Err(e.clone()),
+            (Some(Ok(v)), None) => Ok(v),
+            (None, None) => Err(StoreError::Closed),
+        };
+        // A caller that gave up (its request was cancelled) no longer listens.
+        let _ = self.reply.send(result);
+    }
+
+    fn kind(&self) -> WriteKind {
+        self.kind
+    }
+}
+
+struct Stop;
+
+impl Work for Stop {
+    fn run(&mut self, _conn: &mut dyn Conn) -> bool {
+        true
+    }
+    fn answer(self: Box<Self>, _failed: Option<&StoreError>) {}
+    fn kind(&self) -> WriteKind {
+        WriteKind::BACKGROUND
+    }
+    fn is_stop(&self) -> bool {
+        true
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+type Queue = Arc<Mutex<mpsc::Receiver<Box<dyn Work>>>>;
+
+pub struct Engine {
+    backend: Backend,
+    writes: mpsc::Sender<Box<dyn Work>>,
+    reads: mpsc::Sender<Box<dyn Work>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    writers: usize,
+    readers: usize,
+    closed: AtomicBool,
+    /// Transactions that held acknowledged writes shared with others (group commit).
+    shared_transactions: Arc<AtomicU64>,
+    /// Writes handed over and not answered yet.
+    in_flight: AtomicUsize,
+    /// Set by `pause_writes`: writers wait before they take the next batch.
+    gate: Arc<Gate>,
+}
+
+/// Writers wait here while `paused`.
+#[derive(Default)]
+struct Gate {
+    paused: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn wait_open(&self) {
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        while *paused {
+            paused = self.opened.wait(paused).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn set(&self, paused: bool) {
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = paused;
+        self.opened.notify_all();
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keeps the writers from starting a batch while it lives (`Store::pause_writes`).
+pub struct WritesPaused(Arc<Gate>);
+
+impl Drop for WritesPaused {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl Engine {
+    /// Starts the threads, each opening its connection to `url`; fails if one cannot.
+    pub async fn start(backend: Backend, url: &str) -> Result<Engine, StoreError> {
+        let (writers, readers) = match backend {
+            // SQLite has one writer; readers go on beside it (WAL).
+            Backend::Sqlite => (1, 2),
+            Backend::Postgres => (4, 4),
+        };
+        let (writes, write_rx) = mpsc::channel(QUEUE);
+        let (reads, read_rx) = mpsc::channel(QUEUE);
+        let write_rx: Queue = Arc::new(Mutex::new(write_rx));
+        let read_rx: Queue = Arc::new(Mutex::new(read_rx));
+        let shared_transactions = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(Gate::default());
+        let mut engine = Engine {
+            backend,
+            writes,
+            reads,
+            threads: Mutex::new(Vec::new()),
+            writers,
+            readers,
+            closed: AtomicBool::new(false),
+            shared_transactions,
+            in_flight: AtomicUsize::new(0),
+            gate,
+        };
+        // One at a time, the writer first: the first connection to a new SQLite file makes it
+        // a WAL database, which others opening at the same moment would find locked.
+        for i in 0..writers + readers {
+            let writer = i < writers;
+            let queue = if writer { &write_rx } else { &read_rx };
+            let thread = Thread {
+                backend,
+                url: url.to_owned(),
+                queue: Arc::clone(queue),
+                writer,
+                shared_transactions: Arc::clone(&engine.shared_transactions),
+                gate: Arc::clone(&engine.gate),
+            };
+            let (ready, is_ready) = oneshot::channel();
+            let name = format!("store-{}-{i}", if writer { "writer" } else { "reader" });
+            let started = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || thread.run(ready))
+                .map_err(|e| StoreError::Db(format!("could not start a store thread: {e}")));
+            let opened = match started {
+                Ok(handle) => {
+                    engine
+                        .threads
+                        .get_mut()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(handle);
+                    is_ready.await.unwrap_or(Err(StoreError::Closed))
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = opened {
+                engine.close().await;
+                return Err(e);
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Runs `f` in a write transaction (shared with other writes where `kind` allows) and
+    /// answers once it is committed.
+    pub async fn write<T, F>(&self, kind: WriteKind, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _counted = InFlight::new(&self.in_flight);
+        self.submit(&self.writes, kind, f).await
+    }
+
+    /// Runs `f` on a reader's connection (no transaction unless `f` begins one).
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(&self.reads, WriteKind::BACKGROUND, f).await
+    }
+
+    async fn submit<T, F>(
+        &self,
+        queue: &mpsc::Sender<Box<dyn Work>>,
+        kind: WriteKind,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        let task = Task {
+            f: Some(f),
+            kind,
+            result: None,
+            reply,
+        };
+        queue
+            .send(Box::new(task))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub fn shared_transactions(&self) -> u64 {
+        self.shared_transactions.load(Ordering::Relaxed)
+    }
+
+    /// Writes handed over and not answered yet.
+    pub fn writes_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Holds the writers before their next batch until the guard is dropped (tests use it to
+    /// queue many writes and see them share a transaction).
+    pub fn pause_writes(&self) -> WritesPaused {
+        self.gate.set(true);
+        WritesPaused(Arc::clone(&self.gate))
+    }
+
+    /// Stops every thread once the work already queued is done; later calls fail.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for _ in 0..self.writers {
+            let _ = self.writes.send(Box::new(Stop)).await;
+        }
+        for _ in 0..self.readers {
+            let _ = self.reads.send(Box::new(Stop)).await;
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        let _ = joined.await;
+    }
+}
+
+/// Counts a write while its caller waits (also when the caller gives up).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One store thread: its connection and the queue it serves.
+struct Thread {
+    backend: Backend,
+    url: String,
+    queue: Queue,
+    writer: bool,
+    shared_transactions: Arc<AtomicU64>,
+    gate: Arc<Gate>,
+}
+
+impl Thread {
+    fn run(self, ready: oneshot::Sender<Result<(), StoreError>>) {
+        let mut conn = match db::connect(self.backend, &self.url) {
+            Ok(conn) => {
+                let _ = ready.send(Ok(()));
+                Some(conn)
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        while let Some(batch) = self.next_batch() {
+            let stop = batch.iter().any(|w| w.is_stop());
+            // A connection the server closed is opened anew before the next batch.
+            if conn.as_ref().is_none_or(|c| c.is_broken()) {
+                conn = match db::connect(self.backend, &self.url) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        warn!(error = %e, "store connection lost and not reopened yet");
+                        for work in batch {
+                            work.answer(Some(&e));
+                        }
+                        if stop {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+            }
+            let c = conn.as_deref_mut().expect("a connection");
+            if self.writer {
+                self.write(c, batch);
+            } else {
+                for mut work in batch {
+                    work.run(c);
+                    work.answer(None);
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Blocks until there is work: the first unit waiting and, for a writer, whatever else is
+    /// waiting behind it. `None` when the store is gone.
+    fn next_batch(&self) -> Option<Vec<Box<dyn Work>>> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let first = queue.blocking_recv()?;
+        if self.writer {
+            // Paused: hold on to the queue too, so what gathers meanwhile is one batch.
+            self.gate.wait_open();
+        }
+        let mut batch = vec![first];
+        while self.writer && batch.len() < MAX_BATCH && !batch[batch.len() - 1].is_stop() {
+            match queue.try_recv() {
+                Ok(work) => batch.push(work),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    fn write(&self, conn: &mut dyn Conn, batch: Vec<Box<dyn Work>>) {
+        let (batch, unmanaged): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|w| w.kind().transaction);
+        for mut work in unmanaged {
+            work.run(conn);
+            work.answer(None);
+        }
+        match self.backend {
+            Backend::Sqlite => self.transaction(conn, batch),
+            Backend::Postgres => {
+                let (shared, alone): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|w| w.kind().shared);
+                if !shared.is_empty() {
+                    self.transaction(conn, shared);
+                }
+                for work in alone {
+                    self.transaction(conn, vec![work]);
+                }
+            }
+        }
+    }
+
+    /// One transaction for `batch`, each unit in a savepoint when there are several.
+    fn transaction(&self, conn: &mut dyn Conn, mut batch: Vec<Box<dyn Work>>) {
+        batch.retain(|w| !w.is_stop());
+        if batch.is_empty() {
+            return;
+        }
+        let durable = batch.iter().any(|w| w.kind().durable);
+        if durable && (batch.len() > 1 || batch[0].kind().shared || self.backend == Backend::Sqlite)
+        {
+            self.shared_transactions.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = conn.begin_write(durable) {
+            return answer_all(batch, &e);
+        }
+        let alone = batch.len() == 1;
+        for work in &mut batch {
+            if alone {
+                if !work.run(conn) {
+                    if let Err(e) = conn.batch("ROLLBACK") {
+                        error!(error = %e, "rollback failed");
+                    }
+                    return answer_all(batch, &StoreError::RolledBack);
+                }
+                continue;
+            }
+            let undo = conn
+                .batch("SAVEPOINT unit")
+                .and_then(|()| {
+                    if work.run(conn) {
+                        Ok(())
+                    } else {
+                        conn.batch("ROLLBACK TO unit")
+                    }
+                })
+                .and_then(|()| conn.batch("RELEASE unit"));
+            if let Err(e) = undo {
+                // The transaction itself is gone (e.g. the connection broke): nothing commits.
+                let _ = conn.batch("ROLLBACK");
+                return answer_all(batch, &e);
+            }
+        }
+        match conn.batch("COMMIT") {
+            Ok(()) => {
+                for work in batch {
+                    work.answer(None);
+                }
+            }
+            Err(e) => {
+                let _ = conn.batch("ROLLBACK");
+                answer_all(batch, &e);
+            }
+        }
+    }
+}
+
+fn answer_all(batch: Vec<Box<dyn Work>>, e: &StoreError) {
+    for work in batch {
+        work.answer(Some(e));
+    }
+}

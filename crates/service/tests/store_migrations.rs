@@ -1,0 +1,110 @@
+//! The migration runner: databases migrated by earlier versions (sqlx's migrator) are
+//! recognised, each migration is applied once, and a record this binary cannot vouch for is
+//! refused rather than migrated over.
+
+mod common;
+
+use common::db::{Db, TestDb, run_sql};
+use messenger_handover::store::Store;
+
+/// Dumps of databases that the previous version (sqlx 0.9's migrator) migrated.
+fn migrated_by_sqlx(db: Db) -> &'static str {
+    match db {
+        Db::Sqlite => include_str!("../fixtures/store/migrated-by-sqlx-sqlite.sql"),
+        Db::Postgres => include_str!("../fixtures/store/migrated-by-sqlx-postgres.sql"),
+    }
+}
+
+/// A blob literal in each dialect.
+fn blob(db: Db, hex: &str) -> String {
+    match db {
+        Db::Sqlite => format!("X'{hex}'"),
+        Db::Postgres => format!("'\\x{hex}'::bytea"),
+    }
+}
+
+async fn a_fresh_database_gets_every_migration_once(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = Store::connect(&test_db.url).await.unwrap();
+    assert!(store.readiness().await.is_err(), "not migrated yet");
+    assert_eq!(store.migrate().await.unwrap(), 2);
+    assert_eq!(store.migrate().await.unwrap(), 0, "nothing twice");
+    store.readiness().await.unwrap();
+    store.close().await;
+}
+
+both_backends!(a_fresh_database_gets_every_migration_once);
+
+async fn a_database_migrated_by_sqlx_is_up_to_date(db: Db) {
+    let test_db = TestDb::new(db).await;
+    run_sql(&test_db.url, migrated_by_sqlx(db)).await.unwrap();
+    let store = Store::connect(&test_db.url).await.unwrap();
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        0,
+        "the records are recognised"
+    );
+    store.readiness().await.unwrap();
+    // And the schema is the one this version works with.
+    assert_eq!(store.thread("1", "2").await.unwrap(), None);
+    store.close().await;
+}
+
+both_backends!(a_database_migrated_by_sqlx_is_up_to_date);
+
+async fn a_migration_applied_with_other_sql_is_refused(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = Store::connect(&test_db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let changed = format!(
+        "UPDATE _sqlx_migrations SET checksum = {} WHERE version = 2",
+        blob(db, "00")
+    );
+    run_sql(&test_db.url, &changed).await.unwrap();
+    let refused = store.migrate().await.unwrap_err().to_string();
+    assert!(
+        refused.contains("migration 2") && refused.contains("different SQL"),
+        "{refused}"
+    );
+    store.close().await;
+}
+
+both_backends!(a_migration_applied_with_other_sql_is_refused);
+
+async fn a_migration_of_a_newer_version_is_refused(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = Store::connect(&test_db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let newer = format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99, 'from the future', TRUE, {}, 1)",
+        blob(db, "00")
+    );
+    run_sql(&test_db.url, &newer).await.unwrap();
+    let refused = store.migrate().await.unwrap_err().to_string();
+    assert!(
+        refused.contains("migration 99") && refused.contains("newer version"),
+        "{refused}"
+    );
+    store.close().await;
+}
+
+both_backends!(a_migration_of_a_newer_version_is_refused);
+
+async fn a_half_applied_migration_is_refused(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = Store::connect(&test_db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    run_sql(
+        &test_db.url,
+        "UPDATE _sqlx_migrations SET success = FALSE WHERE version = 2",
+    )
+    .await
+    .unwrap();
+    let refused = store.migrate().await.unwrap_err().to_string();
+    assert!(refused.contains("half-applied"), "{refused}");
+    assert!(store.readiness().await.is_err(), "not ready either");
+    store.close().await;
+}
+
+both_backends!(a_half_applied_migration_is_refused);

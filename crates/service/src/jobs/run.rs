@@ -113,7 +113,7 @@ async fn apply_with(
     svc: &Services,
     job: &ClaimedJob,
     finish: Finish,
-    decision: impl FnOnce(&Thread, &Policy, i64) -> Decision + Send + 'static,
+    decision: impl Fn(&Thread, &Policy, i64) -> Decision + Send + 'static,
 ) -> Result<Outcome, StoreError> {
     let now = now_ms();
     let outcome = outcome_of(&finish);

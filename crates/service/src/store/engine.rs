@@ -3,12 +3,14 @@
 //!
 //! Writes go to the writer threads, reads to the reader threads. A writer takes every unit
 //! waiting (up to `MAX_BATCH`) and, where it may, runs them in one transaction: group commit.
-//! On SQLite, which has one writer anyway, that is every write: each unit runs in a savepoint
-//! of the shared transaction, so one that fails (or panics) is rolled back alone, and the
-//! commit is synced to disk when any unit of the batch asks for it. On PostgreSQL only
-//! webhook deliveries share transactions (they take no row locks); every other write runs in
-//! a transaction of its own beside the others, as several replicas do anyway. Each unit is
-//! answered after the commit that holds it.
+//! On SQLite, which has one writer anyway, that is every write, and the commit is synced to
+//! disk when any unit of the batch asks for it. On PostgreSQL only webhook deliveries share
+//! transactions (they take no row locks); every other write runs in a transaction of its own
+//! beside the others, as several replicas do anyway. Each unit is answered after the commit
+//! that holds it. A unit that fails (or panics) rolls its batch back, and each unit of the
+//! batch then runs again in a transaction of its own, so it fails alone: units are
+//! re-runnable (`FnMut`). Savepoints per unit would do the same without running twice, but
+//! they cost every unit a copy of each page it touches, and failures are rare.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -78,7 +80,7 @@ trait Work: Send {
 }
 
 struct Task<T, F> {
-    f: Option<F>,
+    f: F,
     kind: WriteKind,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -87,10 +89,10 @@ struct Task<T, F> {
 impl<T, F> Work for Task<T, F>
 where
     T: Send,
-    F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send,
+    F: FnMut(&mut dyn Conn) -> Result<T, StoreError> + Send,
 {
     fn run(&mut self, conn: &mut dyn Conn) -> bool {
-        let f = self.f.take().expect("a unit runs once");
+        let f = &mut self.f;
         // A panic is a bug in one unit (a decision): it fails that unit, not the thread.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
             .unwrap_or_else(|panic| Err(StoreError::Panicked(panic_message(&panic))));
@@ -263,7 +265,7 @@ impl Engine {
     pub async fn write<T, F>(&self, kind: WriteKind, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let _counted = InFlight::new(&self.in_flight);
         self.submit(&self.writes, kind, f).await
@@ -273,7 +275,7 @@ impl Engine {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(&self.reads, WriteKind::BACKGROUND, f).await
     }
@@ -286,14 +288,14 @@ impl Engine {
     ) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
     {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
         let (reply, answer) = oneshot::channel();
         let task = Task {
-            f: Some(f),
+            f,
             kind,
             result: None,
             reply,
@@ -454,7 +456,7 @@ impl Thread {
         }
     }
 
-    /// One transaction for `batch`, each unit in a savepoint when there are several.
+    /// One transaction for `batch`; if a unit fails, each unit again in one of its own.
     fn transaction(&self, conn: &mut dyn Conn, mut batch: Vec<Box<dyn Work>>) {
         batch.retain(|w| !w.is_stop());
         if batch.is_empty() {
@@ -468,43 +470,29 @@ impl Thread {
         if let Err(e) = conn.begin_write(durable) {
             return answer_all(batch, &e);
         }
-        let alone = batch.len() == 1;
-        for work in &mut batch {
-            if alone {
-                if !work.run(conn) {
-                    if let Err(e) = conn.batch("ROLLBACK") {
-                        error!(error = %e, "rollback failed");
-                    }
-                    return answer_all(batch, &StoreError::RolledBack);
+        let failed = batch.iter_mut().position(|work| !work.run(conn));
+        let Some(at) = failed else {
+            return match conn.execute("COMMIT", &[]) {
+                Ok(_) => batch.into_iter().for_each(|work| work.answer(None)),
+                Err(e) => {
+                    let _ = conn.execute("ROLLBACK", &[]);
+                    answer_all(batch, &e)
                 }
-                continue;
-            }
-            let undo = conn
-                .batch("SAVEPOINT unit")
-                .and_then(|()| {
-                    if work.run(conn) {
-                        Ok(())
-                    } else {
-                        conn.batch("ROLLBACK TO unit")
-                    }
-                })
-                .and_then(|()| conn.batch("RELEASE unit"));
-            if let Err(e) = undo {
-                // The transaction itself is gone (e.g. the connection broke): nothing commits.
-                let _ = conn.batch("ROLLBACK");
-                return answer_all(batch, &e);
-            }
+            };
+        };
+        if let Err(e) = conn.execute("ROLLBACK", &[]) {
+            error!(error = %e, "rollback failed");
         }
-        match conn.batch("COMMIT") {
-            Ok(()) => {
-                for work in batch {
-                    work.answer(None);
-                }
-            }
-            Err(e) => {
-                let _ = conn.batch("ROLLBACK");
-                answer_all(batch, &e);
-            }
+        if batch.len() == 1 {
+            return answer_all(batch, &StoreError::RolledBack);
+        }
+        warn!(
+            units = batch.len(),
+            failed = at,
+            "a unit of a shared write failed; each unit runs again alone"
+        );
+        for work in batch {
+            self.transaction(conn, vec![work]);
         }
     }
 }

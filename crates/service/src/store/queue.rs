@@ -6,7 +6,7 @@
 //! still blocks the jobs queued after it). Failed jobs stay in the table with their last
 //! error: the dead letters.
 
-use super::db::{Conn, Row, params};
+use super::db::{Conn, Row, Value, params};
 use super::engine::WriteKind;
 use super::{Backend, Store, StoreError};
 use handover_core::event::IncomingEvent;
@@ -148,17 +148,28 @@ pub(super) fn insert_events_jobs_in(
     Ok(())
 }
 
+/// Cancels the thread's pending jobs of these kinds, in one statement.
 pub(super) fn cancel_pending_in(
     conn: &mut dyn Conn,
     thread_key: &str,
-    kind: JobKind,
+    kinds: &[JobKind],
     now: i64,
 ) -> Result<u64, StoreError> {
-    conn.execute(
-        "UPDATE jobs SET status = 'cancelled', finished_at = $3, updated_at = $3, \
-         singleton = NULL WHERE thread_key = $1 AND kind = $2 AND status = 'pending'",
-        params![thread_key, kind.as_str(), now],
-    )
+    if kinds.is_empty() {
+        return Ok(0);
+    }
+    // `$3, $4, …`: one text per number of kinds, each prepared once.
+    let list = (0..kinds.len())
+        .map(|i| format!("${}", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2, \
+         singleton = NULL WHERE thread_key = $1 AND status = 'pending' AND kind IN ({list})"
+    );
+    let mut values = vec![Value::Text(thread_key), Value::Int(now)];
+    values.extend(kinds.iter().map(|k| Value::Text(k.as_str())));
+    conn.execute(&sql, &values)
 }
 
 /// Marks a job finished, if `job.worker_id` still holds it.

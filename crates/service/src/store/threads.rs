@@ -48,6 +48,12 @@ const SELECT_THREAD_FOR_UPDATE: &str = concat!(
     " FROM threads WHERE page_id = $1 AND psid = $2 FOR UPDATE"
 );
 
+const INSERT_THREAD: &str = concat!(
+    "INSERT INTO threads (page_id, psid, state, state_since, created_at, updated_at) \
+     VALUES ($1, $2, 'BOT', $3, $3, $3) ON CONFLICT (page_id, psid) DO NOTHING RETURNING ",
+    thread_columns!()
+);
+
 fn thread_from_row(row: &Row) -> Result<Thread, StoreError> {
     let state = row.text(2)?;
     let snapshot = row.opt_text(5)?;
@@ -109,17 +115,14 @@ pub(super) fn apply_in(
         Backend::Postgres => SELECT_THREAD_FOR_UPDATE,
         Backend::Sqlite => SELECT_THREAD,
     };
-    // The common case, a known thread, costs one statement.
+    // The common case, a known thread, costs one statement; a new one, two at most (the
+    // insert finds the row taken only when another replica created it meanwhile).
     let row = match conn.query_opt(select, params![page_id, psid])? {
         Some(row) => row,
-        None => {
-            conn.execute(
-                "INSERT INTO threads (page_id, psid, state, state_since, created_at, updated_at) \
-                 VALUES ($1, $2, 'BOT', $3, $3, $3) ON CONFLICT (page_id, psid) DO NOTHING",
-                params![page_id, psid, now],
-            )?;
-            conn.query_one(select, params![page_id, psid])?
-        }
+        None => match conn.query_opt(INSERT_THREAD, params![page_id, psid, now])? {
+            Some(row) => row,
+            None => conn.query_one(select, params![page_id, psid])?,
+        },
     };
     let before = thread_from_row(&row)?;
     let decision = decide(&before);
@@ -177,10 +180,7 @@ pub(super) fn apply_in(
             ],
         )?;
     }
-    let key = before.key();
-    for kind in &decision.cancel {
-        queue::cancel_pending_in(conn, &key, *kind, now)?;
-    }
+    queue::cancel_pending_in(conn, &before.key(), &decision.cancel, now)?;
     for job in &decision.jobs {
         queue::insert_in(
             conn,
@@ -252,7 +252,8 @@ impl Store {
 
     /// Runs `decide` on the thread's current state and stores its decision: the new thread,
     /// an audit row, cancelled and new jobs, all in one transaction, synced to disk before
-    /// this returns (shared with other writes: group commit).
+    /// this returns (shared with other writes: group commit, so `decide` may run again if the
+    /// shared transaction fails).
     pub async fn apply<F>(
         &self,
         page_id: &str,
@@ -261,14 +262,14 @@ impl Store {
         decide: F,
     ) -> Result<Decision, StoreError>
     where
-        F: FnOnce(&Thread) -> Decision + Send + 'static,
+        F: Fn(&Thread) -> Decision + Send + 'static,
     {
         let shared = self.shared.clone();
         let (page, user) = (page_id.to_owned(), psid.to_owned());
         let result = self
             .engine
             .write(WriteKind::DURABLE, move |conn| {
-                apply_in(conn, &shared, &page, &user, now, decide)
+                apply_in(conn, &shared, &page, &user, now, &decide)
             })
             .await;
         if result.is_err() {
@@ -293,7 +294,7 @@ impl Store {
         decide: F,
     ) -> Result<Option<Decision>, StoreError>
     where
-        F: FnOnce(&Thread) -> Decision + Send + 'static,
+        F: Fn(&Thread) -> Decision + Send + 'static,
     {
         let (Some(page_id), Some(psid)) = (job.page_id.clone(), job.psid.clone()) else {
             return Err(StoreError::Corrupt(format!("job {} has no thread", job.id)));
@@ -316,7 +317,7 @@ impl Store {
                 if !queue::finish_in(conn, &job, &finish, now)? {
                     return Ok(None);
                 }
-                apply_in(conn, &shared, &page, &user, now, decide).map(Some)
+                apply_in(conn, &shared, &page, &user, now, &decide).map(Some)
             })
             .await;
         if result.is_err() {

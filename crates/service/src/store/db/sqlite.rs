@@ -63,6 +63,14 @@ impl SqliteConn {
         let SqliteUrl { path, flags } = parse_url(url)?;
         let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(db_error)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Query plans fixed when a statement is prepared: otherwise SQLite prepares a cached
+        // statement again whenever a bound value could change its plan (the claim's
+        // `LIMIT $2`, at every claim).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(db_error)?;
         // A reader may wait for a checkpoint that restarts the log; writers never wait here
         // (the store has one writer thread).
         conn.busy_timeout(Duration::from_secs(10))
@@ -161,16 +169,16 @@ impl Conn for SqliteConn {
     fn begin_write(&mut self, durable: bool) -> Result<(), StoreError> {
         // In WAL mode a synced commit also makes every earlier commit durable.
         if durable != self.durable {
-            let pragma = if durable {
+            // Not a cached statement: a pragma takes effect when it is prepared.
+            self.batch(if durable {
                 "PRAGMA synchronous = FULL"
             } else {
                 "PRAGMA synchronous = NORMAL"
-            };
-            self.batch(pragma)?;
+            })?;
             self.durable = durable;
         }
         // The write lock up front: a transaction that reads, then writes never fails half-way.
-        self.batch("BEGIN IMMEDIATE")
+        self.execute("BEGIN IMMEDIATE", &[]).map(drop)
     }
 }
 
@@ -197,6 +205,27 @@ mod tests {
         assert!(parse_url("sqlite://").is_err());
         let unknown = parse_url("sqlite://x.db?cache=shared").unwrap_err();
         assert!(unknown.to_string().contains("cache=shared"), "{unknown}");
+    }
+
+    /// Each write transaction gets the sync level it asks for, however often it changes (a
+    /// cached pragma statement would keep the level it was first prepared with).
+    #[test]
+    fn durable_and_background_writes_alternate() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let mut conn = SqliteConn::open(&url).unwrap();
+        let conn: &mut dyn Conn = &mut conn;
+        for durable in [false, true, false, true, false] {
+            conn.begin_write(durable).unwrap();
+            // 2 = FULL (synced at commit), 1 = NORMAL.
+            let level = conn.scalar("PRAGMA synchronous", params![]).unwrap();
+            assert_eq!(
+                level,
+                Some(if durable { 2 } else { 1 }),
+                "durable: {durable}"
+            );
+            conn.execute("COMMIT", params![]).unwrap();
+        }
     }
 
     #[test]

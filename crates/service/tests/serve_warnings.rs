@@ -106,7 +106,12 @@ async fn fulfillment_without_authentication_is_warned_about() {
     let warnings = startup_warnings(&env).await;
     assert_eq!(texts(&warnings).len(), 1, "{warnings:?}");
     assert!(texts(&warnings)[0].starts_with("FULFILLMENT_AUTH=none"));
-    assert!(warnings[0]["fix"].as_str().unwrap().contains("FULFILLMENT_TOKEN"));
+    assert!(
+        warnings[0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("FULFILLMENT_TOKEN")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,12 +119,20 @@ async fn context_sync_off_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let env = with(
         healthy(dir.path()),
-        &[("DIALOGFLOW_PROJECT_ID", ""), ("GOOGLE_METADATA_TOKEN_URL", "")],
+        &[
+            ("DIALOGFLOW_PROJECT_ID", ""),
+            ("GOOGLE_METADATA_TOKEN_URL", ""),
+        ],
     );
     let warnings = startup_warnings(&env).await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(texts(&warnings)[0].contains("context sync is off"));
-    assert!(warnings[0]["fix"].as_str().unwrap().contains("DIALOGFLOW_PROJECT_ID"));
+    assert!(
+        warnings[0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("DIALOGFLOW_PROJECT_ID")
+    );
 }
 
 /// `serve` with pretty logs and a store it cannot open: it warns (context sync off), fails to
@@ -155,8 +168,8 @@ fn pretty_output(through_terminal: bool) -> String {
         .output()
         .expect("it runs");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("context sync is off"), "{text}");
     assert!(text.contains("cannot start"), "{text}");
     text
@@ -166,8 +179,14 @@ fn pretty_output(through_terminal: bool) -> String {
 fn pretty_logs_are_coloured_only_on_a_terminal() {
     const ESC: char = '\x1b';
     let piped = pretty_output(false);
-    assert!(!piped.contains(ESC), "colour codes in piped logs: {piped:?}");
+    assert!(
+        !piped.contains(ESC),
+        "colour codes in piped logs: {piped:?}"
+    );
     assert!(piped.contains("WARN"), "{piped}");
     let terminal = pretty_output(true);
-    assert!(terminal.contains(ESC), "no colour on a terminal: {terminal:?}");
+    assert!(
+        terminal.contains(ESC),
+        "no colour on a terminal: {terminal:?}"
+    );
 }

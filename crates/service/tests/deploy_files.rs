@@ -526,10 +526,10 @@ fn the_compose_env_example_lists_every_setting() {
     for (_, name, value) in &lines {
         assert_declared(name, FILE);
         // A commented line shows the default, if the setting has one.
-        if let (Some(default), false) = (default_of(name), value.is_empty()) {
-            if !lines.iter().any(|(set, n, _)| *set && n == name) {
-                assert_eq!(value, default, "{FILE}: {name} is not the default");
-            }
+        if let (Some(default), false) = (default_of(name), value.is_empty())
+            && !lines.iter().any(|(set, n, _)| *set && n == name)
+        {
+            assert_eq!(value, default, "{FILE}: {name} is not the default");
         }
     }
     for setting in SETTINGS {

@@ -12,6 +12,7 @@ pub mod messenger;
 pub mod metrics;
 pub mod routes;
 pub mod secret;
+pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -94,6 +94,11 @@ async fn serve(raw: &RawSettings) -> ExitCode {
         ]);
     }
     telemetry::init(settings.log_format, &settings.rust_log);
+    // What doctor reports as ✗ from the settings alone, said once at start.
+    for warning in messenger_handover::doctor::startup_warnings(&settings) {
+        let fix = warning.fix.as_deref().unwrap_or_default();
+        tracing::warn!(fix, "{}", warning.text);
+    }
     match Application::build(settings).await {
         Ok(app) => match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,

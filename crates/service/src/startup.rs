@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
@@ -102,10 +102,8 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
     )
     .with_metrics(metrics.clone());
     let dialogflow = match &settings.dialogflow {
-        None => {
-            info!("context sync is off: DIALOGFLOW_PROJECT_ID is not set");
-            None
-        }
+        // `serve` says so at start, as a warning (`doctor::startup_warnings`).
+        None => None,
         Some(df) => {
             let auth = token_source(&df.credentials).await.map_err(|e| {
                 let variable = match df.credentials {
@@ -205,9 +203,13 @@ impl Application {
     pub fn start(listener: TcpListener, services: Shared) -> Result<Application, StartError> {
         let port = listener.local_addr()?.port();
         let data = web::Data::from(services.clone());
+        let grace = Duration::from_secs(services.settings.shutdown_grace_secs);
+        // Signals are handled in `run_until_stopped`, which stops the server and the worker
+        // together within the grace.
         let server = HttpServer::new(move || app(data.clone()))
             .listen(listener)?
-            .shutdown_timeout(25)
+            .disable_signals()
+            .shutdown_timeout(crate::shutdown::drain_time(grace).as_secs().max(1))
             .run();
         let handle = server.handle();
         let serving = tokio::spawn(server);
@@ -237,18 +239,45 @@ impl Application {
         self.services.clone()
     }
 
-    /// Serves until SIGTERM or Ctrl-C (actix-web handles both gracefully), then stops the worker.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = match self.serving.await {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
+    /// Serves until SIGTERM or SIGINT, then stops within `SHUTDOWN_GRACE_SECS`
+    /// ([`crate::shutdown`]): no new connections, requests and jobs in flight finish (jobs
+    /// still running at the end of the drain are released), the store is closed.
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let grace = Duration::from_secs(self.services.settings.shutdown_grace_secs);
+        let ended = tokio::select! {
+            ended = &mut self.serving => Some(match ended {
+                Ok(result) => result,
+                Err(e) => Err(std::io::Error::other(e)),
+            }),
+            signal = crate::shutdown::signal() => {
+                info!(
+                    signal,
+                    grace_secs = grace.as_secs(),
+                    "stopping: no new connections; requests and jobs in flight may finish"
+                );
+                None
+            }
         };
+        let started = Instant::now();
         self.stop_worker.cancel();
-        let _ = self.worker.await;
+        let drain = crate::shutdown::drain_time(grace);
+        let http = async {
+            if ended.is_none() {
+                // Resolves once the in-flight requests are answered (or cut off at the drain).
+                let _ = tokio::time::timeout(drain, self.server.stop(true)).await;
+            }
+        };
+        let (_, _) = tokio::join!(http, &mut self.worker);
         self.metrics_upkeep.abort();
-        self.services.store.close().await;
-        info!("stopped");
-        result
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, self.services.store.close())
+            .await
+            .is_err()
+        {
+            warn!("the store did not close within the shutdown grace");
+        }
+        info!(ms = started.elapsed().as_millis() as u64, "stopped");
+        ended.unwrap_or(Ok(()))
     }
 
     /// Stops everything gracefully (used by tests and the demo).

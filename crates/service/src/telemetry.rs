@@ -11,15 +11,31 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber once, writing to stderr; later calls (tests) are ignored.
+/// `pretty` lines are coloured only when stderr is a terminal (not in a file, a pipe or a
+/// log collector).
 pub fn init(format: LogFormat, filter: &str) {
-    let _ = subscriber(format, filter, std::io::stderr).try_init();
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = build(format, filter, std::io::stderr, colour).try_init();
 }
 
-/// The subscriber `init` installs, writing to `writer` (tests capture the logs with it).
+/// The subscriber `init` installs, writing to `writer` without colour (tests capture the logs
+/// with it).
 pub fn subscriber<W>(
     format: LogFormat,
     filter: &str,
     writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    build(format, filter, writer, false)
+}
+
+fn build<W>(
+    format: LogFormat,
+    filter: &str,
+    writer: W,
+    colour: bool,
 ) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -48,6 +64,6 @@ where
                 .finish()
                 .with(filter),
         ),
-        LogFormat::Pretty => Box::new(builder.finish().with(filter)),
+        LogFormat::Pretty => Box::new(builder.with_ansi(colour).finish().with(filter)),
     }
 }

@@ -590,14 +590,40 @@ async fn a_wrong_dialogflow_project_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_dialogflow_context_sync_is_off_by_choice() {
+async fn companion_mode_whose_webhook_app_is_the_bot_app_fails() {
+    // FB_WEBHOOK_APP_ID unset: it defaults to FB_APP_ID, whose webhook is Dialogflow's.
+    let world = DoctorWorld::healthy()
+        .set("FB_WEBHOOK_APP_ID", "")
+        .set("FB_WEBHOOK_APP_SECRET", "")
+        .set("FB_WEBHOOK_PAGE_ACCESS_TOKEN", "")
+        .start()
+        .await;
+    let report = world.check().await;
+    report.check_shape();
+    let failed = report.failed();
+    let bot = world.config().bot_app_id;
+    let mode = failed
+        .iter()
+        .find(|f| f.text.contains("MESSENGER_MODE=companion"))
+        .unwrap_or_else(|| panic!("no ✗ for the mode:\n{}", report.text()));
+    assert!(
+        mode.text
+            .contains(&format!("FB_WEBHOOK_APP_ID is the bot app {bot} itself")),
+        "{mode:?}"
+    );
+    assert!(fix(mode).contains("second Meta app"), "{mode:?}");
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dialogflow_context_sync_is_off_and_fails() {
     let world = DoctorWorld::healthy()
         .set("DIALOGFLOW_PROJECT_ID", "")
         .start()
         .await;
     let report = world.check().await;
-    report.assert_all_ok();
-    assert!(report.passes("context sync is off by choice"));
+    let f = report.only_failure("context sync is off");
+    assert!(fix(f).contains("DIALOGFLOW_PROJECT_ID"), "{f:?}");
     world.stop().await;
 }
 

@@ -128,6 +128,8 @@ settings! {
     STUCK_AFTER_SECS: Deployment, Number { min: 1, max: 86_400 }, Default("300");
     /// Timeout of each Graph and Dialogflow call.
     HTTP_TIMEOUT_MS: Deployment, Number { min: 100, max: 120_000 }, Default("10000");
+    /// The longest a stop (SIGTERM, Ctrl-C) takes: no new connections; requests and jobs in flight get all but the last quarter of it (at most 2 s) to finish; jobs still running then are released, so another replica or the next start runs them at once. Cloud Run kills 10 s after SIGTERM (its file sets 8 for margin); keep Kubernetes' `terminationGracePeriodSeconds` above it.
+    SHUTDOWN_GRACE_SECS: Deployment, Number { min: 1, max: 3_600 }, Default("10");
     /// Log lines as JSON, or laid out for people to read.
     LOG_FORMAT: Deployment, Choice(&["json", "pretty"]), Default("json");
     /// Log filter: a default level and `target=level` directives, e.g. `info,messenger_handover=debug`.

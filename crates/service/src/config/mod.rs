@@ -135,6 +135,8 @@ pub struct Settings {
     pub reconcile_interval_secs: u64,
     pub stuck_after_secs: u64,
     pub http_timeout_ms: u64,
+    /// How long a stop may take (`startup::Application::run_until_stopped`).
+    pub shutdown_grace_secs: u64,
     pub log_format: LogFormat,
     pub rust_log: String,
 }
@@ -212,6 +214,7 @@ impl Settings {
         let reconcile_interval_secs = r.number(&RECONCILE_INTERVAL_SECS);
         let stuck_after_secs = r.number(&STUCK_AFTER_SECS);
         let http_timeout_ms = r.number(&HTTP_TIMEOUT_MS);
+        let shutdown_grace_secs = r.number(&SHUTDOWN_GRACE_SECS);
         let log_format = r.choice(&LOG_FORMAT);
         let rust_log = r.value(&RUST_LOG);
 
@@ -257,6 +260,7 @@ impl Settings {
             reconcile_interval_secs,
             stuck_after_secs,
             http_timeout_ms,
+            shutdown_grace_secs,
             log_format,
             rust_log,
         })

@@ -29,6 +29,16 @@ use crate::config::{RawSettings, Settings};
 pub use checks::run;
 pub use findings::Finding;
 
+/// The settings-only findings that fail (the mode's webhook app, fulfillment without
+/// authentication, context sync off, …): `serve` logs each as a warning at start, and `doctor`
+/// reports the same findings as ✗.
+pub fn startup_warnings(settings: &Settings) -> Vec<Finding> {
+    findings::settings_findings(settings)
+        .into_iter()
+        .filter(|f| !f.ok)
+        .collect()
+}
+
 /// `messenger-handover doctor [--fix]`: exit 0 when every check passes, 1 otherwise, 2 for
 /// invalid settings.
 pub async fn main(raw: &RawSettings, fix: bool) -> ExitCode {

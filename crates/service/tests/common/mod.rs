@@ -5,6 +5,7 @@ pub mod emulated;
 pub mod google;
 pub mod graph_api;
 pub mod mocks;
+pub mod process;
 
 /// Tests build HTTP clients directly: install the one TLS provider (rustls with ring) before
 /// any test runs, as the service's own startup does.

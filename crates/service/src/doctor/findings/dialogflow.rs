@@ -8,11 +8,16 @@ use crate::dialogflow::auth::AuthError;
 
 use super::Finding;
 
-/// Without `DIALOGFLOW_PROJECT_ID`.
+/// Without `DIALOGFLOW_PROJECT_ID`: the service works, but returns leave the bot's contexts
+/// as the handover left them.
 pub fn dialogflow_off() -> Finding {
-    Finding::pass(
-        "Dialogflow is not configured (DIALOGFLOW_PROJECT_ID is not set): context sync is off \
-         by choice",
+    Finding::fail(
+        "DIALOGFLOW_PROJECT_ID is not set: context sync is off, so a return does not reset or \
+         restore the bot's Dialogflow contexts (CONTEXT_ON_RETURN has no effect) and \
+         human_handover stays active until it expires",
+        "set DIALOGFLOW_PROJECT_ID to the agent's project (and DIALOGFLOW_LOCATION for a \
+         regional agent), and give the service's Google identity the Dialogflow API Client role \
+         (roles/dialogflow.client)",
     )
 }
 

@@ -1,8 +1,20 @@
-//! Settings alone: the mode, the webhook app's secret, fulfillment auth.
+//! Settings alone: the mode, the webhook app's secret, fulfillment auth, context sync.
 
 use crate::config::{FulfillmentAuth, MessengerMode, Settings};
 
-use super::Finding;
+use super::{Finding, dialogflow_off};
+
+/// Every finding that needs nothing but the settings; `serve` logs the failing ones as
+/// warnings at start ([`crate::doctor::startup_warnings`]), `doctor` reports them all.
+pub fn settings_findings(settings: &Settings) -> Vec<Finding> {
+    let mut out = vec![mode_finding(settings)];
+    out.extend(webhook_secret_finding(settings));
+    out.push(fulfillment_finding(&settings.fulfillment_auth));
+    if settings.dialogflow.is_none() {
+        out.push(dialogflow_off());
+    }
+    out
+}
 
 /// `MESSENGER_MODE`, and in companion mode whether `/messenger` belongs to a second app.
 pub fn mode_finding(settings: &Settings) -> Finding {

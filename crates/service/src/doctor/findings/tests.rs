@@ -264,6 +264,63 @@ fn fulfillment() {
     assert!(!f.ok && f.fix.unwrap().contains("FULFILLMENT_TOKEN"));
 }
 
+/// What `serve` warns about at start: the failing settings-only findings, nothing else.
+#[test]
+fn startup_warnings_are_the_failing_settings_findings() {
+    let dialogflow = [
+        ("DIALOGFLOW_PROJECT_ID", "my-agent"),
+        ("GOOGLE_METADATA_TOKEN_URL", "http://127.0.0.1:9/token"),
+    ];
+    let texts = |s: &Settings| -> Vec<String> {
+        crate::doctor::startup_warnings(s)
+            .into_iter()
+            .inspect(|f| assert!(f.fix.as_deref().is_some_and(|fix| !fix.is_empty())))
+            .map(|f| f.text)
+            .collect()
+    };
+    // A second app with its secret, a token, Dialogflow: nothing to warn about.
+    let healthy = settings(&dialogflow);
+    assert_eq!(settings_findings(&healthy).len(), 3);
+    assert!(texts(&healthy).is_empty(), "{:?}", texts(&healthy));
+
+    // Companion mode whose webhook app is the bot app (unset, or set to FB_APP_ID).
+    for id in ["", "111111111111111"] {
+        let mut pairs = dialogflow.to_vec();
+        pairs.extend([("FB_WEBHOOK_APP_ID", id), ("FB_WEBHOOK_APP_SECRET", "")]);
+        let warned = texts(&settings(&pairs));
+        assert_eq!(warned.len(), 1, "{id:?}: {warned:?}");
+        assert!(
+            warned[0].contains("FB_WEBHOOK_APP_ID is the bot app 111111111111111 itself"),
+            "{warned:?}"
+        );
+    }
+
+    // No fulfillment authentication.
+    let mut pairs = dialogflow.to_vec();
+    pairs.extend([("FULFILLMENT_TOKEN", ""), ("FULFILLMENT_AUTH", "none")]);
+    let warned = texts(&settings(&pairs));
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].starts_with("FULFILLMENT_AUTH=none"), "{warned:?}");
+
+    // Context sync off.
+    let warned = texts(&settings(&[]));
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("context sync is off"), "{warned:?}");
+
+    // All three at once, in the report's order.
+    let all = settings(&[
+        ("FB_WEBHOOK_APP_ID", ""),
+        ("FB_WEBHOOK_APP_SECRET", ""),
+        ("FULFILLMENT_TOKEN", ""),
+        ("FULFILLMENT_AUTH", "none"),
+    ]);
+    let warned = texts(&all);
+    assert_eq!(warned.len(), 3, "{warned:?}");
+    assert!(warned[0].contains("FB_WEBHOOK_APP_ID is the bot app"));
+    assert!(warned[1].starts_with("FULFILLMENT_AUTH=none"));
+    assert!(warned[2].contains("context sync is off"));
+}
+
 #[test]
 fn graph_errors_get_fixes() {
     let api = |code, subcode, message: &str| GraphError::Api {
@@ -418,7 +475,9 @@ fn fix_results() {
 
 #[test]
 fn dialogflow_results() {
-    assert!(dialogflow_off().ok);
+    let off = dialogflow_off();
+    assert!(!off.ok && off.text.contains("context sync is off"));
+    assert!(off.fix.unwrap().contains("DIALOGFLOW_PROJECT_ID"));
     let metadata = GoogleCredentials::MetadataServer {
         url: Some("http://127.0.0.1:1/token".into()),
     };

@@ -72,8 +72,16 @@ pub fn parse_url(url: &str) -> Result<PgUrl, StoreError> {
             _ => rest.push(pair),
         }
     }
-    let url = if rest.is_empty() {
+    // A `host` option names the server (e.g. Cloud SQL's socket folder) instead of the URL's
+    // host, as libpq-style URLs written for other drivers mean it; tokio-postgres would try
+    // both, the URL's first.
+    let base = if rest.iter().any(|p| p.starts_with("host=")) {
+        without_host(base)
+    } else {
         base.to_owned()
+    };
+    let url = if rest.is_empty() {
+        base
     } else {
         format!("{base}?{}", rest.join("&"))
     };
@@ -86,6 +94,19 @@ pub fn parse_url(url: &str) -> Result<PgUrl, StoreError> {
         ssl_mode,
         root_cert,
     })
+}
+
+/// `postgres://user:pw@host:port/db` without `host:port`.
+fn without_host(base: &str) -> String {
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return base.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let user = authority.rsplit_once('@').map(|(user, _)| user);
+    match user {
+        Some(user) => format!("{scheme}://{user}@{path}"),
+        None => format!("{scheme}://{path}"),
+    }
 }
 
 impl PgConn {
@@ -391,6 +412,17 @@ mod tests {
                 .ssl_mode,
             SslMode::Disable
         );
+        let socket =
+            parse_url("postgres://u:p@localhost:5432/h?host=/cloudsql/p:r:i&sslmode=disable")
+                .unwrap();
+        assert_eq!(socket.url, "postgres://u:p@/h?host=/cloudsql/p:r:i");
+        let config = postgres::Config::from_str(&socket.url).unwrap();
+        assert_eq!(
+            config.get_hosts(),
+            [postgres::config::Host::Unix("/cloudsql/p:r:i".into())]
+        );
+        assert_eq!(config.get_user(), Some("u"));
+        assert_eq!(config.get_dbname(), Some("h"));
         let bad = parse_url("postgres://db/h?sslmode=sometimes").unwrap_err();
         assert!(bad.to_string().contains("sometimes"), "{bad}");
     }

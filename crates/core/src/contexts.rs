@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::thread::Snapshot;
+
 /// The output context `/fulfillment` sets at handover.
 pub const HANDOVER_CONTEXT: &str = "human_handover";
 
@@ -58,8 +60,8 @@ pub fn is_integration_context(id: &str) -> bool {
 
 /// The contexts of a handover snapshot (Dialogflow's JSON contexts) worth restoring: not the
 /// integration's own, not `human_handover`; a missing or zero lifespan becomes the default.
-pub fn restorable(snapshot: Option<&Value>) -> Vec<RestoredContext> {
-    let Some(items) = snapshot.and_then(Value::as_array) else {
+pub fn restorable(snapshot: Option<&Snapshot>) -> Vec<RestoredContext> {
+    let Some(Value::Array(items)) = snapshot.and_then(Snapshot::value) else {
         return Vec::new();
     };
     items
@@ -96,7 +98,7 @@ fn lifespan(value: Option<&Value>) -> Option<i32> {
 pub fn on_return<'a>(
     mode: ContextOnReturn,
     active: impl IntoIterator<Item = &'a str>,
-    snapshot: Option<&Value>,
+    snapshot: Option<&Snapshot>,
 ) -> ContextChange {
     match mode {
         ContextOnReturn::Keep => ContextChange {
@@ -137,7 +139,7 @@ mod tests {
             {"name": "projects/p/agent/sessions/old/contexts/weather"},
             {"name": "projects/p/agent/sessions/old/contexts/size", "lifespanCount": "2"}
         ]);
-        let got = restorable(Some(&snapshot));
+        let got = restorable(Some(&snapshot.into()));
         let ids: Vec<_> = got
             .iter()
             .map(|c| (c.id.as_str(), c.lifespan_count))
@@ -185,7 +187,7 @@ mod tests {
                 "x/contexts/weather",
                 "x/contexts/human_handover",
             ],
-            Some(&snapshot),
+            Some(&snapshot.into()),
         );
         assert_eq!(change.delete, vec!["human_handover", "order", "weather"]);
         assert_eq!(change.create.len(), 1);

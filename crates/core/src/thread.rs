@@ -2,9 +2,45 @@
 //! a Facebook Page and the user a page-scoped id (PSID); an Instagram account and its users
 //! would fit the same fields.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::jobs::WelcomeKind;
+
+/// The Dialogflow contexts active at handover, kept as the JSON text they were stored as: the
+/// state machine only carries them from the handover to the return, so they are parsed only
+/// where a return uses them (`value`), and copying a thread does not copy them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Snapshot(Arc<str>);
+
+impl Snapshot {
+    /// From JSON text as stored (it was written from a `Value`).
+    pub fn from_json(text: impl Into<Arc<str>>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// The contexts as JSON; `None` if the stored text is not JSON.
+    pub fn value(&self) -> Option<Value> {
+        serde_json::from_str(&self.0).ok()
+    }
+}
+
+impl From<Value> for Snapshot {
+    fn from(value: Value) -> Self {
+        Self(value.to_string().into())
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
@@ -69,7 +105,7 @@ pub struct Thread {
     /// The Dialogflow session name, verbatim from the last fulfillment call.
     pub session: Option<String>,
     /// The contexts active at handover (a JSON array of Dialogflow contexts).
-    pub snapshot: Option<Value>,
+    pub snapshot: Option<Snapshot>,
     pub last_user_msg_at: Option<i64>,
     pub last_agent_msg_at: Option<i64>,
     /// A welcome that could not be sent yet (not the owner, or outside 24 h).

@@ -148,7 +148,7 @@ async fn handover_answers_at_once_and_passes_after_the_delay(db: Db) {
     let thread = app.thread(PSID).await.unwrap();
     assert_eq!(thread.state, State::Passing);
     assert_eq!(thread.session.as_deref(), Some(session));
-    let snapshot = thread.snapshot.unwrap();
+    let snapshot = thread.snapshot.unwrap().value().unwrap();
     let names: Vec<&str> = snapshot
         .as_array()
         .unwrap()

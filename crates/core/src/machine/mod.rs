@@ -24,12 +24,10 @@ mod facts;
 mod transitions;
 mod welcome;
 
-use serde_json::Value;
-
 use crate::event::{Channel, EventKind, IncomingEvent};
 use crate::jobs::{CheckWhy, JobKind, JobPayload, NewJob, WelcomeKind};
 use crate::text::PhraseSet;
-use crate::thread::{Ask, ReturnReason, State, Thread};
+use crate::thread::{Ask, ReturnReason, Snapshot, State, Thread};
 use crate::time::{DAY_MS, HOUR_MS};
 
 use calls::*;
@@ -110,7 +108,7 @@ pub enum Input<'a> {
     /// message that Dialogflow answered, when the request carries it.
     Handover {
         session: String,
-        snapshot: Value,
+        snapshot: Snapshot,
         asked_at: Option<i64>,
     },
     /// A return action reached `/fulfillment`.

@@ -324,7 +324,7 @@ fn handover_from_bot_queues_one_pass_after_the_delay() {
         &before,
         Input::Handover {
             session: SESSION.into(),
-            snapshot: snapshot.clone(),
+            snapshot: snapshot.clone().into(),
             asked_at: None,
         },
     );
@@ -345,7 +345,7 @@ fn handover_from_bot_queues_one_pass_after_the_delay() {
         vec!["take", "sync_contexts", "send_welcome"]
     );
     assert_eq!(d.thread.session.as_deref(), Some(SESSION));
-    assert_eq!(d.thread.snapshot, Some(snapshot));
+    assert_eq!(d.thread.snapshot, Some(snapshot.into()));
     assert_eq!(d.thread.last_user_msg_at, Some(NOW));
     assert_eq!(d.thread.pending_welcome, None);
     assert_eq!(d.thread.return_reason, None);
@@ -363,7 +363,7 @@ fn handover_uses_the_configured_delay_and_target() {
         &thread(State::Bot),
         Input::Handover {
             session: SESSION.into(),
-            snapshot: json!([]),
+            snapshot: json!([]).into(),
             asked_at: None,
         },
         &p,
@@ -380,7 +380,7 @@ fn repeated_handover_while_passing_queues_no_second_pass() {
         &before,
         Input::Handover {
             session: "projects/demo/agent/sessions/other".into(),
-            snapshot: snapshot.clone(),
+            snapshot: snapshot.clone().into(),
             asked_at: None,
         },
     );
@@ -391,7 +391,7 @@ fn repeated_handover_while_passing_queues_no_second_pass() {
         d.thread.session.as_deref(),
         Some("projects/demo/agent/sessions/other")
     );
-    assert_eq!(d.thread.snapshot, Some(snapshot));
+    assert_eq!(d.thread.snapshot, Some(snapshot.into()));
     assert_eq!(d.thread.last_user_msg_at, Some(NOW));
 }
 
@@ -402,7 +402,7 @@ fn handover_while_returning_cancels_the_take_and_passes() {
         &before,
         Input::Handover {
             session: SESSION.into(),
-            snapshot: json!([]),
+            snapshot: json!([]).into(),
             asked_at: None,
         },
     );
@@ -423,7 +423,7 @@ fn handover_then_pass_done_reaches_human() {
         &t0,
         Input::Handover {
             session: SESSION.into(),
-            snapshot: json!([]),
+            snapshot: json!([]).into(),
             asked_at: None,
         },
         &p,
@@ -1705,12 +1705,12 @@ fn non_event_inputs() -> Vec<Input<'static>> {
     let mut inputs = vec![
         Input::Handover {
             session: SESSION.into(),
-            snapshot: json!([{"name": "c"}]),
+            snapshot: json!([{"name": "c"}]).into(),
             asked_at: None,
         },
         Input::Handover {
             session: String::new(),
-            snapshot: serde_json::Value::Null,
+            snapshot: serde_json::Value::Null.into(),
             asked_at: None,
         },
         Input::ReturnByFulfillment {

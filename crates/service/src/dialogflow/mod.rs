@@ -8,7 +8,7 @@ pub mod sync;
 pub mod webhook;
 
 use futures_util::future::BoxFuture;
-use serde_json::Value;
+use handover_core::thread::Snapshot;
 
 use handover_core::contexts::ContextOnReturn;
 
@@ -21,7 +21,7 @@ pub trait SessionSync: Send + Sync {
     fn sync_on_return<'a>(
         &'a self,
         session: &'a str,
-        snapshot: Option<&'a Value>,
+        snapshot: Option<&'a Snapshot>,
         mode: ContextOnReturn,
     ) -> BoxFuture<'a, Result<SyncReport, DialogflowError>>;
 }

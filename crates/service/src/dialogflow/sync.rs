@@ -2,7 +2,7 @@
 //! the bot is back: the ES implementation of [`SessionSync`] (the policy itself is
 //! `handover_core::contexts`).
 
-use serde_json::Value;
+use handover_core::thread::Snapshot;
 
 use futures_util::future::BoxFuture;
 
@@ -22,7 +22,7 @@ impl SessionSync for DialogflowClient {
     fn sync_on_return<'a>(
         &'a self,
         session: &'a str,
-        snapshot: Option<&'a Value>,
+        snapshot: Option<&'a Snapshot>,
         mode: ContextOnReturn,
     ) -> BoxFuture<'a, Result<SyncReport, DialogflowError>> {
         Box::pin(sync(self, session, snapshot, mode))
@@ -32,7 +32,7 @@ impl SessionSync for DialogflowClient {
 async fn sync(
     client: &DialogflowClient,
     session: &str,
-    snapshot: Option<&Value>,
+    snapshot: Option<&Snapshot>,
     mode: ContextOnReturn,
 ) -> Result<SyncReport, DialogflowError> {
     // Keep needs no list: it deletes `human_handover` whether or not it is alive.

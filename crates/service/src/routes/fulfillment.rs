@@ -171,7 +171,7 @@ async fn handover(svc: &Services, request: &WebhookRequest, page_id: &str, psid:
         .collect();
     let input = Input::Handover {
         session: request.session.clone(),
-        snapshot: Value::Array(snapshot),
+        snapshot: Value::Array(snapshot).into(),
         asked_at: request.messenger_timestamp(),
     };
     let decision = apply(svc, page_id, psid, input).await?;

@@ -24,6 +24,9 @@ use super::{Backend, StoreError};
 
 /// Units in one transaction at most.
 const MAX_BATCH: usize = 256;
+/// SQLite: while writes keep arriving, a transaction takes them in for this long before it
+/// commits, so a busy writer commits (writes its pages to the log) less often.
+const EXTEND_FOR: std::time::Duration = std::time::Duration::from_millis(1);
 /// Units waiting at most per queue; beyond that callers wait to hand theirs over.
 const QUEUE: usize = 4096;
 
@@ -382,7 +385,17 @@ impl Thread {
                 return;
             }
         };
-        while let Some(batch) = self.next_batch() {
+        // Units taken while a transaction was extended that could not join it.
+        let mut leftover = Vec::new();
+        loop {
+            let batch = if leftover.is_empty() {
+                match self.next_batch() {
+                    Some(batch) => batch,
+                    None => return,
+                }
+            } else {
+                std::mem::take(&mut leftover)
+            };
             let stop = batch.iter().any(|w| w.is_stop());
             // A connection the server closed is opened anew before the next batch.
             if conn.as_ref().is_none_or(|c| c.is_broken()) {
@@ -402,7 +415,7 @@ impl Thread {
             }
             let c = conn.as_deref_mut().expect("a connection");
             if self.writer {
-                self.write(c, batch);
+                self.write(c, batch, &mut leftover);
             } else {
                 for mut work in batch {
                     work.run(c);
@@ -434,7 +447,12 @@ impl Thread {
         Some(batch)
     }
 
-    fn write(&self, conn: &mut dyn Conn, batch: Vec<Box<dyn Work>>) {
+    fn write(
+        &self,
+        conn: &mut dyn Conn,
+        batch: Vec<Box<dyn Work>>,
+        leftover: &mut Vec<Box<dyn Work>>,
+    ) {
         let (batch, unmanaged): (Vec<_>, Vec<_>) =
             batch.into_iter().partition(|w| w.kind().transaction);
         for mut work in unmanaged {
@@ -442,22 +460,35 @@ impl Thread {
             work.answer(None);
         }
         match self.backend {
-            Backend::Sqlite => self.transaction(conn, batch),
+            Backend::Sqlite => self.transaction(conn, batch, Some(leftover)),
             Backend::Postgres => {
                 let (shared, alone): (Vec<_>, Vec<_>) =
                     batch.into_iter().partition(|w| w.kind().shared);
                 if !shared.is_empty() {
-                    self.transaction(conn, shared);
+                    self.transaction(conn, shared, None);
                 }
                 for work in alone {
-                    self.transaction(conn, vec![work]);
+                    self.transaction(conn, vec![work], None);
                 }
             }
         }
     }
 
-    /// One transaction for `batch`; if a unit fails, each unit again in one of its own.
-    fn transaction(&self, conn: &mut dyn Conn, mut batch: Vec<Box<dyn Work>>) {
+    /// A unit waiting right now, if any (the one SQLite writer: nobody else takes from its
+    /// queue).
+    fn try_take(&self) -> Option<Box<dyn Work>> {
+        self.queue.try_lock().ok()?.try_recv().ok()
+    }
+
+    /// One transaction for `batch`; if a unit fails, each unit again in one of its own. With
+    /// `extend` (SQLite), units that arrive meanwhile join it for `EXTEND_FOR`, if they ask no
+    /// more durability than it has; one that cannot join goes to `extend` for the next batch.
+    fn transaction(
+        &self,
+        conn: &mut dyn Conn,
+        mut batch: Vec<Box<dyn Work>>,
+        extend: Option<&mut Vec<Box<dyn Work>>>,
+    ) {
         batch.retain(|w| !w.is_stop());
         if batch.is_empty() {
             return;
@@ -470,7 +501,26 @@ impl Thread {
         if let Err(e) = conn.begin_write(durable) {
             return answer_all(batch, &e);
         }
-        let failed = batch.iter_mut().position(|work| !work.run(conn));
+        let mut failed = batch.iter_mut().position(|work| !work.run(conn));
+        if let (None, Some(leftover)) = (failed, extend) {
+            let until = std::time::Instant::now() + EXTEND_FOR;
+            while batch.len() < MAX_BATCH && std::time::Instant::now() < until {
+                let Some(mut work) = self.try_take() else {
+                    break;
+                };
+                let kind = work.kind();
+                if work.is_stop() || !kind.transaction || (kind.durable && !durable) {
+                    leftover.push(work);
+                    break;
+                }
+                let ok = work.run(conn);
+                batch.push(work);
+                if !ok {
+                    failed = Some(batch.len() - 1);
+                    break;
+                }
+            }
+        }
         let Some(at) = failed else {
             return match conn.execute("COMMIT", &[]) {
                 Ok(_) => batch.into_iter().for_each(|work| work.answer(None)),
@@ -492,7 +542,7 @@ impl Thread {
             "a unit of a shared write failed; each unit runs again alone"
         );
         for work in batch {
-            self.transaction(conn, vec![work]);
+            self.transaction(conn, vec![work], None);
         }
     }
 }

@@ -5,7 +5,7 @@ use super::engine::WriteKind;
 use super::queue::{self, ClaimedJob, Finish};
 use super::{Backend, Shared, Store, StoreError};
 use handover_core::jobs::WelcomeKind;
-use handover_core::thread::Ask;
+use handover_core::thread::{Ask, Snapshot};
 use handover_core::{Decision, ReturnReason, State, Thread};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +56,6 @@ const INSERT_THREAD: &str = concat!(
 
 fn thread_from_row(row: &Row) -> Result<Thread, StoreError> {
     let state = row.text(2)?;
-    let snapshot = row.opt_text(5)?;
     Ok(Thread {
         account_id: row.text(0)?,
         user_id: row.text(1)?,
@@ -64,10 +63,7 @@ fn thread_from_row(row: &Row) -> Result<Thread, StoreError> {
             .ok_or_else(|| StoreError::Corrupt(format!("thread state {state:?}")))?,
         owner_app_id: row.opt_text(3)?,
         session: row.opt_text(4)?,
-        snapshot: snapshot
-            .map(|s| serde_json::from_str(&s))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("thread snapshot: {e}")))?,
+        snapshot: row.opt_text(5)?.map(Snapshot::from_json),
         last_user_msg_at: row.opt_int(6)?,
         last_agent_msg_at: row.opt_int(7)?,
         pending_welcome: row.opt_text(8)?.as_deref().and_then(WelcomeKind::parse),
@@ -128,7 +124,6 @@ pub(super) fn apply_in(
     let decision = decide(&before);
     let t = &decision.thread;
     if *t != before {
-        let snapshot = t.snapshot.as_ref().map(|v| v.to_string());
         conn.execute(
             "UPDATE threads SET state = $3, owner_app_id = $4, session = $5, snapshot = $6, \
              last_user_msg_at = $7, last_agent_msg_at = $8, pending_welcome = $9, \
@@ -143,7 +138,7 @@ pub(super) fn apply_in(
                 t.state.as_str(),
                 t.owner_app_id.as_deref(),
                 t.session.as_deref(),
-                snapshot.as_deref(),
+                t.snapshot.as_ref().map(Snapshot::as_json),
                 t.last_user_msg_at,
                 t.last_agent_msg_at,
                 t.pending_welcome.map(|k| k.as_str()),

@@ -130,6 +130,10 @@ settings! {
     HTTP_TIMEOUT_MS: Deployment, Number { min: 100, max: 120_000 }, Default("10000");
     /// The longest a stop (SIGTERM, Ctrl-C) takes: no new connections; requests and jobs in flight get all but the last quarter of it (at most 2 s) to finish; jobs still running then are released, so another replica or the next start runs them at once. Cloud Run kills 10 s after SIGTERM (its file sets 8 for margin); keep Kubernetes' `terminationGracePeriodSeconds` above it.
     SHUTDOWN_GRACE_SECS: Deployment, Number { min: 1, max: 3_600 }, Default("10");
+    /// A conversation with the bot (`BOT` or `IDLE`, nothing queued) quiet for this long is deleted: its row holds the user's Dialogflow session and handover contexts, and the next message starts afresh. Conversations with a human or in transit are never deleted.
+    THREAD_RETENTION_DAYS: Deployment, Number { min: 1, max: 3_650 }, Default("30");
+    /// The audit trail (state changes) and dead-letter jobs are kept this long.
+    AUDIT_RETENTION_DAYS: Deployment, Number { min: 1, max: 3_650 }, Default("90");
     /// Log lines as JSON, or laid out for people to read.
     LOG_FORMAT: Deployment, Choice(&["json", "pretty"]), Default("json");
     /// Log filter: a default level and `target=level` directives, e.g. `info,messenger_handover=debug`.

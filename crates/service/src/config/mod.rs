@@ -137,6 +137,8 @@ pub struct Settings {
     pub http_timeout_ms: u64,
     /// How long a stop may take (`startup::Application::run_until_stopped`).
     pub shutdown_grace_secs: u64,
+    pub thread_retention_days: u64,
+    pub audit_retention_days: u64,
     pub log_format: LogFormat,
     pub rust_log: String,
 }
@@ -215,6 +217,8 @@ impl Settings {
         let stuck_after_secs = r.number(&STUCK_AFTER_SECS);
         let http_timeout_ms = r.number(&HTTP_TIMEOUT_MS);
         let shutdown_grace_secs = r.number(&SHUTDOWN_GRACE_SECS);
+        let thread_retention_days = r.number(&THREAD_RETENTION_DAYS);
+        let audit_retention_days = r.number(&AUDIT_RETENTION_DAYS);
         let log_format = r.choice(&LOG_FORMAT);
         let rust_log = r.value(&RUST_LOG);
 
@@ -261,6 +265,8 @@ impl Settings {
             stuck_after_secs,
             http_timeout_ms,
             shutdown_grace_secs,
+            thread_retention_days,
+            audit_retention_days,
             log_format,
             rust_log,
         })

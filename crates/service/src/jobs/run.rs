@@ -9,8 +9,8 @@ use crate::config::ContextOnReturn;
 use crate::dialogflow::api::DialogflowError;
 use crate::jobs::backoff;
 use crate::messenger::graph::{GraphError, MessagingType, ThreadOwner};
-use crate::store::{ClaimedJob, Finish, StoreError};
-use crate::time::{DAY_MS, now_ms};
+use crate::store::{ClaimedJob, Finish, Retention, StoreError};
+use crate::time::now_ms;
 use handover_core::jobs::{CheckWhy, JobPayload, WelcomeKind};
 use handover_core::machine::CLOCK_SKEW_MS;
 use handover_core::{
@@ -18,8 +18,9 @@ use handover_core::{
     decide, welcome_plan,
 };
 
-/// How long finished jobs and old events are kept before the reconciler prunes them.
-const KEEP_FINISHED_MS: i64 = 7 * DAY_MS;
+/// Batches of expired rows the reconciler deletes per run (`Store::prune`): enough for a
+/// day of heavy traffic in an hour of runs, each batch a short write of its own.
+const PRUNE_BATCHES: usize = 20;
 
 /// How a job ended, for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -625,9 +626,21 @@ async fn reconcile(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreErr
             .enqueue(Some((page_id, psid)), &check, now, now)
             .await?;
     }
-    let pruned = svc.store.prune(now - KEEP_FINISHED_MS).await?;
-    if !stuck.is_empty() || pruned > 0 {
-        info!(stuck = stuck.len(), pruned, "reconciler ran");
+    let keep = Retention::from_days(
+        svc.settings.thread_retention_days,
+        svc.settings.audit_retention_days,
+    );
+    let pruned = svc.store.prune(keep, now, PRUNE_BATCHES).await?;
+    if !stuck.is_empty() || pruned.total() > 0 {
+        info!(
+            stuck = stuck.len(),
+            pruned_jobs = pruned.jobs,
+            pruned_events = pruned.events,
+            pruned_dead_letters = pruned.dead_letters,
+            pruned_transitions = pruned.transitions,
+            pruned_threads = pruned.threads,
+            "reconciler ran"
+        );
         svc.wake.notify_one();
     }
     let outcome = finish(svc, job, Finish::Done).await?;

@@ -12,6 +12,7 @@ mod engine;
 mod events;
 mod migrations;
 mod queue;
+mod retention;
 mod threads;
 mod turns;
 
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use engine::WritesPaused;
 pub use events::IngestReport;
 pub use queue::{ClaimedJob, Finish, JobRow, JobStatus};
+pub use retention::{BATCH as RETENTION_BATCH, Pruned, Retention};
 pub use threads::TransitionRow;
 
 use engine::{Engine, WriteKind};

@@ -500,24 +500,4 @@ impl Store {
             })
             .await
     }
-
-    /// Deletes finished (done or cancelled) jobs and processed events older than `before`.
-    /// Failed jobs are kept.
-    pub async fn prune(&self, before: i64) -> Result<u64, StoreError> {
-        self.engine
-            .write(WriteKind::BACKGROUND, move |conn| {
-                let jobs = conn.execute(
-                    "DELETE FROM jobs WHERE status IN ('done', 'cancelled') AND finished_at < $1",
-                    params![before],
-                )?;
-                let events = conn.execute(
-                    "DELETE FROM events WHERE received_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j \
-                     WHERE j.kind = 'process_event' AND j.status IN ('pending', 'running', 'failed') \
-                     AND j.page_id = events.page_id AND j.psid = events.psid)",
-                    params![before],
-                )?;
-                Ok(jobs + events)
-            })
-            .await
-    }
 }

@@ -128,6 +128,18 @@ settings! {
     STUCK_AFTER_SECS: Deployment, Number { min: 1, max: 86_400 }, Default("300");
     /// Timeout of each Graph and Dialogflow call.
     HTTP_TIMEOUT_MS: Deployment, Number { min: 100, max: 120_000 }, Default("10000");
+    /// Incoming requests: a new connection's first request must have sent its headers within this time (actix's clock ticks every 500 ms), else a 408 and the connection is closed.
+    REQUEST_HEADER_TIMEOUT_MS: Deployment, Number { min: 1_000, max: 300_000 }, Default("5000");
+    /// Incoming requests: the whole body (plain or chunked) must arrive within this time of the headers, else a JSON 408 and the connection is closed.
+    REQUEST_BODY_TIMEOUT_MS: Deployment, Number { min: 100, max: 300_000 }, Default("10000");
+    /// Incoming requests: the longest pause allowed between two pieces of a body, else a JSON 408 and the connection is closed.
+    REQUEST_BODY_IDLE_TIMEOUT_MS: Deployment, Number { min: 100, max: 300_000 }, Default("5000");
+    /// Incoming requests: how long an idle connection is kept open for the client's next request (`0`: closed after each response); behind a load balancer that reuses connections, set it above the balancer's idle timeout.
+    KEEP_ALIVE_SECS: Deployment, Number { min: 0, max: 3_600 }, Default("5");
+    /// Incoming requests: how long a closing connection may take to finish (the response flushed, the client's close awaited) before it is dropped (`0`: no limit).
+    DISCONNECT_TIMEOUT_MS: Deployment, Number { min: 0, max: 60_000 }, Default("1000");
+    /// Incoming connections open at once per replica, split evenly among the HTTP workers (one per CPU); further connections wait in the kernel's listen queue, unanswered, until one closes (see Limits).
+    MAX_CONNECTIONS: Deployment, Number { min: 1, max: 100_000 }, Default("512");
     /// Log lines as JSON, or laid out for people to read.
     LOG_FORMAT: Deployment, Choice(&["json", "pretty"]), Default("json");
     /// Log filter: a default level and `target=level` directives, e.g. `info,messenger_handover=debug`.

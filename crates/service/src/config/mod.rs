@@ -135,8 +135,25 @@ pub struct Settings {
     pub reconcile_interval_secs: u64,
     pub stuck_after_secs: u64,
     pub http_timeout_ms: u64,
+    /// How incoming connections and requests are bounded in time and number.
+    pub server: ServerLimits,
     pub log_format: LogFormat,
     pub rust_log: String,
+}
+
+/// Incoming connections and requests: the timeouts of each phase and the connection cap
+/// (`REQUEST_*_TIMEOUT_MS`, `KEEP_ALIVE_SECS`, `DISCONNECT_TIMEOUT_MS`, `MAX_CONNECTIONS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub body_idle_timeout_ms: u64,
+    /// `0`: no keep-alive.
+    pub keep_alive_secs: u64,
+    /// `0`: no limit.
+    pub disconnect_timeout_ms: u64,
+    /// Per replica, across the HTTP workers.
+    pub max_connections: usize,
 }
 
 pub const DEFAULT_HANDOVER_MESSAGE: &str =
@@ -212,6 +229,14 @@ impl Settings {
         let reconcile_interval_secs = r.number(&RECONCILE_INTERVAL_SECS);
         let stuck_after_secs = r.number(&STUCK_AFTER_SECS);
         let http_timeout_ms = r.number(&HTTP_TIMEOUT_MS);
+        let server = ServerLimits {
+            header_timeout_ms: r.number(&REQUEST_HEADER_TIMEOUT_MS),
+            body_timeout_ms: r.number(&REQUEST_BODY_TIMEOUT_MS),
+            body_idle_timeout_ms: r.number(&REQUEST_BODY_IDLE_TIMEOUT_MS),
+            keep_alive_secs: r.number(&KEEP_ALIVE_SECS),
+            disconnect_timeout_ms: r.number(&DISCONNECT_TIMEOUT_MS),
+            max_connections: r.number(&MAX_CONNECTIONS),
+        };
         let log_format = r.choice(&LOG_FORMAT);
         let rust_log = r.value(&RUST_LOG);
 
@@ -257,6 +282,7 @@ impl Settings {
             reconcile_interval_secs,
             stuck_after_secs,
             http_timeout_ms,
+            server,
             log_format,
             rust_log,
         })

@@ -556,7 +556,7 @@ async fn bad_events_are_acknowledged_counted_and_never_stored(db: Db) {
     accept_posts(&graph).await;
     let app = TestApp::against(&db, &graph, &[]).await;
     let long_mid = format!("m_{}", "a".repeat(600));
-    let long_text = "é".repeat(900_00);
+    let long_text = "é".repeat(90_000);
     let no_sender = json!({
         "recipient": {"id": PAGE_ID},
         "timestamp": 1763900030555u64,

@@ -136,7 +136,7 @@ settings! {
     REQUEST_BODY_IDLE_TIMEOUT_MS: Deployment, Number { min: 100, max: 300_000 }, Default("5000");
     /// Incoming requests: how long an idle connection is kept open for the client's next request (`0`: closed after each response); behind a load balancer that reuses connections, set it above the balancer's idle timeout.
     KEEP_ALIVE_SECS: Deployment, Number { min: 0, max: 3_600 }, Default("5");
-    /// Incoming requests: how long a closing connection may take to finish (the response flushed, the client's close awaited) before it is dropped (`0`: no limit).
+    /// Incoming requests: how long a closing connection is given to finish (the last answer flushed and taken, the client's close awaited) before it is dropped (`0`: dropped at once).
     DISCONNECT_TIMEOUT_MS: Deployment, Number { min: 0, max: 60_000 }, Default("1000");
     /// Incoming connections open at once per replica, split evenly among the HTTP workers (one per CPU); further connections wait in the kernel's listen queue, unanswered, until one closes (see Limits).
     MAX_CONNECTIONS: Deployment, Number { min: 1, max: 100_000 }, Default("512");

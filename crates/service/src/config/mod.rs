@@ -150,7 +150,7 @@ pub struct ServerLimits {
     pub body_idle_timeout_ms: u64,
     /// `0`: no keep-alive.
     pub keep_alive_secs: u64,
-    /// `0`: no limit.
+    /// `0`: dropped at once.
     pub disconnect_timeout_ms: u64,
     /// Per replica, across the HTTP workers.
     pub max_connections: usize,

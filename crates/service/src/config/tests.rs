@@ -309,7 +309,10 @@ fn the_readme_table_has_a_row_per_setting() {
     assert!(table.contains(
         "| `PORT` | `8080` | whole number, 0 to 65535 | deployment | Listen port (`0`: any free port). |"
     ));
-    assert!(table.contains("| `FB_APP_ID` | required | digits | account |"));
+    assert!(table.contains("| `FB_APP_ID` | required | digits (at most 20) | account |"));
+    assert!(table.contains(
+        "| `FB_APP_SECRET` | required | text (secret), at least 8 characters | account |"
+    ));
 }
 
 /// Every secret setting refuses a value shorter than 8 characters, with a line that names the

@@ -85,19 +85,15 @@ impl BodyError {
         }
     }
 
-    /// A JSON error; the connection is closed after it, since the rest of the body was not
-    /// read (and a client that stalls is not given the chance to go on).
+    /// A JSON error. The rest of the body is not read, so the connection is closed after it
+    /// ([`hold_unread`]): a client that stalls is not given the chance to go on.
     pub fn response(&self) -> HttpResponse {
         let status = match self {
             BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Stalled(_) | BodyError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             BodyError::Broken(_) => StatusCode::BAD_REQUEST,
         };
-        let mut response = json_error(status, self.to_string());
-        response
-            .head_mut()
-            .set_connection_type(actix_web::http::ConnectionType::Close);
-        response
+        json_error(status, self.to_string())
     }
 }
 

@@ -92,15 +92,11 @@ pub async fn fulfillment(
     }
     if !is_json(&req) {
         outcome("unsupported_media_type");
-        let mut response = json_error(
+        // The body is not read; `body::hold_unread` has the connection closed after this.
+        return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the body must be JSON, with Content-Type: application/json",
         );
-        // The body is not read: the connection cannot be reused.
-        response
-            .head_mut()
-            .set_connection_type(actix_web::http::ConnectionType::Close);
-        return response;
     }
     let body = match body::read(&req, payload, BodyLimits::of(&svc.settings.server)).await {
         Ok(body) => body,

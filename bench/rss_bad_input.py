@@ -6,7 +6,7 @@ allocator keeping freed memory) can be told from growth that does not (a leak).
 
     cargo build --release
     python3 bench/rss_bad_input.py [--bin target/release/messenger-handover] [--rounds 5]
-        [--per-round 2000] [--stalled 500] [--env MALLOC_ARENA_MAX=2]
+        [--per-round 2000] [--stalled 500] [--pause 1] [--env MALLOC_ARENA_MAX=2]
 
 Only the standard library; nothing is asserted (timing and memory are for bench/, not tests).
 """
@@ -95,6 +95,8 @@ def main():
     ap.add_argument("--per-round", type=int, default=2000)
     ap.add_argument("--stalled", type=int, default=500,
                     help="connections per round that send half a body and stop")
+    ap.add_argument("--pause", type=float, default=1.0,
+                    help="seconds between rounds (the service closes stalled bodies meanwhile)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the service")
     args = ap.parse_args()
 
@@ -127,16 +129,23 @@ def main():
         for r in range(1, args.rounds + 1):
             for i in range(args.per_round):
                 request(port, kinds[i % len(kinds)])
-            stalled = []
+            stalled, waiting = [], 0
             for i in range(args.stalled):
-                c = socket.create_connection(("127.0.0.1", port))
-                c.sendall(post("/messenger", b"{" * 100)[:-50])
-                stalled.append(c)
+                try:
+                    # Beyond MAX_CONNECTIONS and the listen queue, a connect waits: not counted.
+                    c = socket.create_connection(("127.0.0.1", port), timeout=1)
+                    c.sendall(post("/messenger", b"{" * 100)[:-50])
+                    stalled.append(c)
+                except OSError:
+                    waiting += 1
+            time.sleep(0.5)
             peak = rss_kib(svc.pid)
             open_fds = fds(svc.pid)
+            if waiting:
+                print(f"  {waiting} connections could not connect within 1 s", flush=True)
             for c in stalled:
                 c.close()
-            time.sleep(1)
+            time.sleep(args.pause)
             print(f"round {r}: {args.per_round} bad requests, {args.stalled} stalled bodies; "
                   f"RSS {peak / 1024:.1f} MiB with them open ({open_fds} fds), "
                   f"{rss_kib(svc.pid) / 1024:.1f} MiB after", flush=True)

@@ -21,12 +21,20 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::rt::net::TcpStream;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep_until};
 
 /// Where a connection is: `None` while a request is handled (or before the first, which
 /// actix bounds), `Some(t)` when it has been idle, or sending the next headers, since `t`.
 #[derive(Clone)]
 struct Idle(Rc<Cell<Option<Instant>>>);
+
+/// What the connection's extensions hold: its `Idle`, and the sender whose drop, with the
+/// connection, ends its watchdog at once.
+struct Watched {
+    idle: Idle,
+    _closed: oneshot::Sender<()>,
+}
 
 /// The connection hook: watches each new connection with `grace` as its limit between
 /// requests.
@@ -39,13 +47,17 @@ pub fn watch(grace: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Send + Syn
             return;
         };
         let idle = Idle(Rc::new(Cell::new(None)));
-        let watched = Rc::downgrade(&idle.0);
-        extensions.insert(idle);
+        let weak = Rc::downgrade(&idle.0);
+        let (closed_tx, closed) = oneshot::channel();
+        extensions.insert(Watched {
+            idle,
+            _closed: closed_tx,
+        });
         let socket = Socket {
             fd: stream.as_raw_fd(),
             peer,
         };
-        actix_web::rt::spawn(watchdog(watched, socket, grace));
+        actix_web::rt::spawn(watchdog(weak, closed, socket, grace));
     }
 }
 
@@ -54,7 +66,7 @@ pub async fn mark_busy(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let idle = req.conn_data::<Idle>().cloned();
+    let idle = req.conn_data::<Watched>().map(|w| w.idle.clone());
     if let Some(idle) = &idle {
         idle.0.set(None);
     }
@@ -65,22 +77,32 @@ pub async fn mark_busy(
     response
 }
 
-/// Runs on the connection's worker thread until the connection ends (its `Idle` is dropped
-/// with it), or shuts the connection down once it has been idle longer than `grace`.
-async fn watchdog(idle: Weak<Cell<Option<Instant>>>, socket: Socket, grace: Duration) {
+/// Runs on the connection's worker thread until the connection ends (`closed` fails when its
+/// extensions are dropped with it), or shuts the connection down once it has been idle longer
+/// than `grace`.
+async fn watchdog(
+    idle: Weak<Cell<Option<Instant>>>,
+    mut closed: oneshot::Receiver<()>,
+    socket: Socket,
+    grace: Duration,
+) {
     loop {
         let Some(since) = idle.upgrade().map(|c| c.get()) else {
             return;
         };
-        match since {
-            None => sleep(grace).await,
+        let wake = match since {
+            None => Instant::now() + grace,
             Some(since) if since.elapsed() >= grace => {
                 if idle.upgrade().is_some() {
                     socket.shut_down();
                 }
                 return;
             }
-            Some(since) => sleep_until(since + grace).await,
+            Some(since) => since + grace,
+        };
+        tokio::select! {
+            _ = &mut closed => return,
+            () = sleep_until(wake) => {}
         }
     }
 }

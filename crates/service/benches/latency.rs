@@ -111,6 +111,7 @@ impl Instance {
                 .client
                 .post(format!("{}/fulfillment", self.base))
                 .bearer_auth(FULFILLMENT_TOKEN)
+                .header("content-type", "application/json")
                 .body(body.clone()),
             Req::Delivery { body, signature } => self
                 .client

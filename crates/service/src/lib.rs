@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dialogflow;
 pub mod doctor;
 pub mod jobs;
+pub mod limits;
 pub mod messenger;
 pub mod metrics;
 pub mod routes;

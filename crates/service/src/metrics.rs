@@ -18,6 +18,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 const WEBHOOK_DELIVERIES: &str = "handover_webhook_deliveries_total";
 const WEBHOOK_EVENTS: &str = "handover_webhook_events_total";
+const WEBHOOK_EVENTS_REFUSED: &str = "handover_webhook_events_refused_total";
+const WEBHOOK_FIELDS_TRUNCATED: &str = "handover_webhook_fields_truncated_total";
 const FULFILLMENT_REQUESTS: &str = "handover_fulfillment_requests_total";
 const JOBS_FINISHED: &str = "handover_jobs_finished_total";
 const GRAPH_CALLS: &str = "handover_graph_calls_total";
@@ -81,6 +83,14 @@ impl Metrics {
             describe_counter!(WEBHOOK_DELIVERIES, "Messenger webhook deliveries by result");
             describe_counter!(WEBHOOK_EVENTS, "Messenger webhook events by outcome");
             describe_counter!(
+                WEBHOOK_EVENTS_REFUSED,
+                "Messenger webhook events not stored (malformed), by reason"
+            );
+            describe_counter!(
+                WEBHOOK_FIELDS_TRUNCATED,
+                "Messenger webhook event fields stored cut to their cap, by field"
+            );
+            describe_counter!(
                 FULFILLMENT_REQUESTS,
                 "Dialogflow fulfillment calls by outcome"
             );
@@ -135,6 +145,16 @@ impl Metrics {
     /// `n` events of one delivery ended with `outcome` (`stored`, `duplicate`, `ignored`).
     pub fn webhook_events(&self, outcome: &str, n: u64) {
         self.add(WEBHOOK_EVENTS, &[("outcome", outcome)], n);
+    }
+
+    /// An event of a delivery was not stored: `reason` (`no_user`, `bad_user_id`, …).
+    pub fn webhook_event_refused(&self, reason: &str) {
+        self.add(WEBHOOK_EVENTS_REFUSED, &[("reason", reason)], 1);
+    }
+
+    /// A field of an event (`text`, `payload`, `title`, `metadata`) was stored cut.
+    pub fn webhook_field_truncated(&self, field: &str) {
+        self.add(WEBHOOK_FIELDS_TRUNCATED, &[("field", field)], 1);
     }
 
     /// A `POST /fulfillment` call ended with `outcome` (`handover`, `unauthorized`, …).

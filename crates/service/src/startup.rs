@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::KeepAlive;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::sync::Notify;
@@ -14,14 +15,14 @@ use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
 
 use crate::app::{Services, Shared, policy_from};
-use crate::config::{DialogflowSettings, GoogleCredentials, Settings};
+use crate::config::{DialogflowSettings, GoogleCredentials, ServerLimits, Settings};
 use crate::dialogflow::SessionSync;
 use crate::dialogflow::api::DialogflowClient;
 use crate::dialogflow::auth::{AuthError, TokenSource, TokenSourceConfig};
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::metrics::Metrics;
 use crate::routes::observe::{RequestSpan, record_latency};
-use crate::routes::{MAX_BODY, fulfillment, health, messenger};
+use crate::routes::{fulfillment, health, messenger, other_methods};
 use crate::secret::Secret;
 use crate::store::{Backend, Store};
 use crate::time::now_ms;
@@ -147,19 +148,44 @@ pub fn app(
         InitError = (),
     >,
 > {
+    // Each route answers its other methods with a JSON 405 and `Allow`. Bodies are read by the
+    // handlers themselves, bounded in size and time (`routes::body`).
+    let get = |path: &str, handler| {
+        web::resource(path)
+            .route(handler)
+            .default_service(other_methods("GET"))
+    };
     App::new()
         .app_data(data)
-        // Bodies are read whole (signatures cover the exact bytes); larger ones get a JSON 413.
-        .app_data(web::PayloadConfig::new(MAX_BODY))
+        .wrap(from_fn(crate::routes::body::hold_unread))
+        .wrap(from_fn(crate::routes::conn::mark_busy))
         .wrap(from_fn(record_latency))
         .wrap(TracingLogger::<RequestSpan>::new())
-        .route("/fulfillment", web::post().to(fulfillment::fulfillment))
-        .route("/messenger", web::get().to(messenger::verify))
-        .route("/messenger", web::post().to(messenger::receive))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            web::resource("/fulfillment")
+                .route(web::post().to(fulfillment::fulfillment))
+                .default_service(other_methods("POST")),
+        )
+        .service(
+            web::resource("/messenger")
+                .route(web::get().to(messenger::verify))
+                .route(web::post().to(messenger::receive))
+                .default_service(other_methods("GET, POST")),
+        )
+        .service(get("/healthz", web::get().to(health::healthz)))
+        .service(get("/readyz", web::get().to(health::readyz)))
+        .service(get("/metrics", web::get().to(health::metrics)))
         .default_service(web::to(crate::routes::not_found))
+}
+
+/// The HTTP workers (one per CPU, fewer when the cap is smaller) and each one's share of
+/// `MAX_CONNECTIONS`, so that at most that many connections are open at once. At its share a
+/// worker takes no more; when every worker is at it, actix stops accepting and new
+/// connections wait in the kernel's listen queue until one closes.
+fn connection_split(limits: &ServerLimits) -> (usize, usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = cpus.min(limits.max_connections).max(1);
+    (workers, limits.max_connections / workers)
 }
 
 pub struct Application {
@@ -206,7 +232,22 @@ impl Application {
         let grace = Duration::from_secs(services.settings.shutdown_grace_secs);
         // Signals are handled in `run_until_stopped`, which stops the server and the worker
         // together within the grace.
+        let (workers, per_worker) = connection_split(&services.settings.server);
+        let limits = services.settings.server;
+        let keep_alive = match limits.keep_alive_secs {
+            0 => KeepAlive::Disabled,
+            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+        };
+        // Between two requests: time to start the next one, then to send its headers.
+        let between_requests = Duration::from_secs(limits.keep_alive_secs)
+            + Duration::from_millis(limits.header_timeout_ms);
         let server = HttpServer::new(move || app(data.clone()))
+            .on_connect(crate::routes::conn::watch(between_requests))
+            .workers(workers)
+            .max_connections(per_worker)
+            .client_request_timeout(Duration::from_millis(limits.header_timeout_ms))
+            .client_disconnect_timeout(Duration::from_millis(limits.disconnect_timeout_ms))
+            .keep_alive(keep_alive)
             .listen(listener)?
             .disable_signals()
             .shutdown_timeout(crate::shutdown::drain_time(grace).as_secs().max(1))

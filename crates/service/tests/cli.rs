@@ -167,6 +167,7 @@ fn serve_logs_no_secrets_and_answers_healthcheck() {
         let resp = client
             .post(format!("{base}/fulfillment"))
             .bearer_auth(SECRETS[3])
+            .header("content-type", "application/json")
             .body(fixture)
             .send()
             .await

@@ -85,6 +85,7 @@ async fn basic_auth_accepts_the_right_pair_only() {
             .client
             .post(&url)
             .basic_auth(user, Some(pass))
+            .header("content-type", "application/json")
             .body(body.clone())
             .send()
             .await

@@ -22,7 +22,7 @@ fn delivery(psid: &str, mid: &str, text: &str) -> Vec<IncomingEvent> {
     event["sender"]["id"] = psid.into();
     event["message"]["mid"] = mid.into();
     event["message"]["text"] = text.into();
-    parse_delivery(body.to_string().as_bytes()).unwrap()
+    parse_delivery(body.to_string().as_bytes()).unwrap().events
 }
 
 async fn store(db: &TestDb) -> Store {

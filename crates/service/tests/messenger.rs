@@ -61,6 +61,19 @@ async fn verification_echoes_the_challenge_only_for_the_right_token() {
         .send()
         .await
         .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, POST");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "method DELETE is not allowed on /messenger; use GET, POST"
+    );
+    let resp = app
+        .client
+        .get(format!("{}/no/such/route", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "no such route");

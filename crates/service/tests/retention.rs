@@ -27,7 +27,7 @@ fn delivery(psid: &str, mid: &str) -> Vec<IncomingEvent> {
     let event = &mut body["entry"][0]["standby"][0];
     event["sender"]["id"] = psid.into();
     event["message"]["mid"] = mid.into();
-    parse_delivery(body.to_string().as_bytes()).unwrap()
+    parse_delivery(body.to_string().as_bytes()).unwrap().events
 }
 
 /// Row counts of the tables that could grow.

@@ -130,10 +130,22 @@ settings! {
     HTTP_TIMEOUT_MS: Deployment, Number { min: 100, max: 120_000 }, Default("10000");
     /// The longest a stop (SIGTERM, Ctrl-C) takes: no new connections; requests and jobs in flight get all but the last quarter of it (at most 2 s) to finish; jobs still running then are released, so another replica or the next start runs them at once. Cloud Run kills 10 s after SIGTERM (its file sets 8 for margin); keep Kubernetes' `terminationGracePeriodSeconds` above it.
     SHUTDOWN_GRACE_SECS: Deployment, Number { min: 1, max: 3_600 }, Default("10");
-    /// A conversation with the bot (`BOT` or `IDLE`, nothing queued) quiet for this long is deleted: its row holds the user's Dialogflow session and handover contexts, and the next message starts afresh. Conversations with a human or in transit are never deleted.
+    /// A settled conversation (with the bot, idle, or with a human) in which nobody has written and whose state has not changed for this long, with nothing queued, is deleted: its row holds the user's Dialogflow session and handover contexts, and the next message starts afresh. Conversations in transit are never deleted.
     THREAD_RETENTION_DAYS: Deployment, Number { min: 1, max: 3_650 }, Default("30");
     /// The audit trail (state changes) and dead-letter jobs are kept this long.
     AUDIT_RETENTION_DAYS: Deployment, Number { min: 1, max: 3_650 }, Default("90");
+    /// Incoming requests: a new connection's first request must have sent its headers within this time (actix's clock ticks every 500 ms), else a 408 and the connection is closed.
+    REQUEST_HEADER_TIMEOUT_MS: Deployment, Number { min: 1_000, max: 300_000 }, Default("5000");
+    /// Incoming requests: the whole body (plain or chunked) must arrive within this time of the headers, else a JSON 408 and the connection is closed.
+    REQUEST_BODY_TIMEOUT_MS: Deployment, Number { min: 100, max: 300_000 }, Default("10000");
+    /// Incoming requests: the longest pause allowed between two pieces of a body, else a JSON 408 and the connection is closed.
+    REQUEST_BODY_IDLE_TIMEOUT_MS: Deployment, Number { min: 100, max: 300_000 }, Default("5000");
+    /// Incoming requests: how long an idle connection is kept open for the client's next request (`0`: closed after each response); behind a load balancer that reuses connections, set it above the balancer's idle timeout.
+    KEEP_ALIVE_SECS: Deployment, Number { min: 0, max: 3_600 }, Default("5");
+    /// Incoming requests: how long a closing connection is given to finish (the last answer flushed and taken, the client's close awaited) before it is dropped (`0`: dropped at once).
+    DISCONNECT_TIMEOUT_MS: Deployment, Number { min: 0, max: 60_000 }, Default("1000");
+    /// Incoming connections open at once per replica, split evenly among the HTTP workers (one per CPU); further connections wait in the kernel's listen queue, unanswered, until one closes (see Limits).
+    MAX_CONNECTIONS: Deployment, Number { min: 1, max: 100_000 }, Default("512");
     /// Log lines as JSON, or laid out for people to read.
     LOG_FORMAT: Deployment, Choice(&["json", "pretty"]), Default("json");
     /// Log filter: a default level and `target=level` directives, e.g. `info,messenger_handover=debug`.

@@ -139,8 +139,25 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     pub thread_retention_days: u64,
     pub audit_retention_days: u64,
+    /// How incoming connections and requests are bounded in time and number.
+    pub server: ServerLimits,
     pub log_format: LogFormat,
     pub rust_log: String,
+}
+
+/// Incoming connections and requests: the timeouts of each phase and the connection cap
+/// (`REQUEST_*_TIMEOUT_MS`, `KEEP_ALIVE_SECS`, `DISCONNECT_TIMEOUT_MS`, `MAX_CONNECTIONS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub body_idle_timeout_ms: u64,
+    /// `0`: no keep-alive.
+    pub keep_alive_secs: u64,
+    /// `0`: dropped at once.
+    pub disconnect_timeout_ms: u64,
+    /// Per replica, across the HTTP workers.
+    pub max_connections: usize,
 }
 
 pub const DEFAULT_HANDOVER_MESSAGE: &str =
@@ -219,6 +236,14 @@ impl Settings {
         let shutdown_grace_secs = r.number(&SHUTDOWN_GRACE_SECS);
         let thread_retention_days = r.number(&THREAD_RETENTION_DAYS);
         let audit_retention_days = r.number(&AUDIT_RETENTION_DAYS);
+        let server = ServerLimits {
+            header_timeout_ms: r.number(&REQUEST_HEADER_TIMEOUT_MS),
+            body_timeout_ms: r.number(&REQUEST_BODY_TIMEOUT_MS),
+            body_idle_timeout_ms: r.number(&REQUEST_BODY_IDLE_TIMEOUT_MS),
+            keep_alive_secs: r.number(&KEEP_ALIVE_SECS),
+            disconnect_timeout_ms: r.number(&DISCONNECT_TIMEOUT_MS),
+            max_connections: r.number(&MAX_CONNECTIONS),
+        };
         let log_format = r.choice(&LOG_FORMAT);
         let rust_log = r.value(&RUST_LOG);
 
@@ -267,6 +292,7 @@ impl Settings {
             shutdown_grace_secs,
             thread_retention_days,
             audit_retention_days,
+            server,
             log_format,
             rust_log,
         })

@@ -1,6 +1,8 @@
 //! What a setting is: name, scope, kind (type, range or choices), what happens when it is
 //! unset, and a one-line doc. The declarations themselves are in `declare.rs`.
 
+pub use crate::secret::MIN_SECRET_CHARS;
+
 /// Who a setting belongs to. Several Messenger accounts in one deployment would each have
 /// their own value of every `Account` setting; `Deployment` settings stay one per service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +28,7 @@ impl Scope {
 pub enum Kind {
     /// Any text.
     Text,
-    /// Any text; redacted in `Debug` output, never logged.
+    /// Any text of at least [`MIN_SECRET_CHARS`]; redacted in `Debug` output, never logged.
     Secret,
     /// A text sent to a user: at most 2000 characters (the Send API's limit).
     Message,
@@ -77,7 +79,13 @@ impl Spec {
     /// without the leading name.
     pub fn check(&self, value: &str) -> Result<String, String> {
         match self.kind {
-            Kind::Text | Kind::Secret => Ok(value.to_owned()),
+            Kind::Text => Ok(value.to_owned()),
+            // The value is never repeated in the problem.
+            Kind::Secret if value.chars().count() < MIN_SECRET_CHARS => Err(format!(
+                "shorter than {MIN_SECRET_CHARS} characters; a secret must be longer (use the \
+                 value Meta or your own generator gives, e.g. `openssl rand -hex 16`)"
+            )),
+            Kind::Secret => Ok(value.to_owned()),
             Kind::Message => {
                 // The Send API limit for a text message.
                 if value.chars().count() > 2000 {
@@ -93,13 +101,15 @@ impl Spec {
                     Err(format!("{value:?} is not an IP address"))
                 }
             }
-            Kind::MetaId(what) => {
-                if value.chars().all(|c| c.is_ascii_digit()) {
-                    Ok(value.to_owned())
-                } else {
-                    Err(format!("{value:?} is not a numeric Meta {what}"))
+            Kind::MetaId(what) => match crate::limits::meta_id_problem(value) {
+                None => Ok(value.to_owned()),
+                Some(_) if value.chars().count() > 40 => {
+                    Err(format!("is not a numeric Meta {what}"))
                 }
-            }
+                Some(problem) => Err(format!(
+                    "{value:?} is not a numeric Meta {what}: it {problem}"
+                )),
+            },
             Kind::BaseUrl => {
                 const SCHEMES: [&str; 2] = ["https", "http"];
                 match url::Url::parse(value) {
@@ -272,10 +282,10 @@ pub fn markdown_table(specs: &[&Spec]) -> String {
 fn accepts(kind: Kind) -> String {
     match kind {
         Kind::Text => "text".into(),
-        Kind::Secret => "text (secret)".into(),
+        Kind::Secret => format!("text (secret), at least {MIN_SECRET_CHARS} characters"),
         Kind::Message => "text, at most 2000 characters".into(),
         Kind::Host => "IP address or `localhost`".into(),
-        Kind::MetaId(_) => "digits".into(),
+        Kind::MetaId(_) => format!("digits (at most {})", crate::limits::MAX_META_ID_DIGITS),
         Kind::BaseUrl => "`https://` or `http://` URL".into(),
         Kind::DatabaseUrl => "`sqlite://…` or `postgres://…`".into(),
         Kind::GraphVersion => "`vNN.N`".into(),

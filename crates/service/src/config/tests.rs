@@ -309,5 +309,48 @@ fn the_readme_table_has_a_row_per_setting() {
     assert!(table.contains(
         "| `PORT` | `8080` | whole number, 0 to 65535 | deployment | Listen port (`0`: any free port). |"
     ));
-    assert!(table.contains("| `FB_APP_ID` | required | digits | account |"));
+    assert!(table.contains("| `FB_APP_ID` | required | digits (at most 20) | account |"));
+    assert!(table.contains(
+        "| `FB_APP_SECRET` | required | text (secret), at least 8 characters | account |"
+    ));
+}
+
+/// Every secret setting refuses a value shorter than 8 characters, with a line that names the
+/// variable and never shows the value; 8 characters are accepted.
+#[test]
+fn secrets_shorter_than_8_characters_are_refused_without_being_shown() {
+    let secrets: Vec<&Spec> = SETTINGS
+        .iter()
+        .copied()
+        .filter(|s| s.kind == Kind::Secret)
+        .collect();
+    assert!(secrets.len() >= 7, "{secrets:?}");
+    for spec in secrets {
+        let mut raw = minimal();
+        if matches!(spec.name, "FULFILLMENT_USERNAME" | "FULFILLMENT_PASSWORD") {
+            raw.set("FULFILLMENT_TOKEN", "");
+            raw.set("FULFILLMENT_USERNAME", "dialogflow");
+            raw.set("FULFILLMENT_PASSWORD", "a-long-password");
+        }
+        raw.set(spec.name, "s3cr3t!");
+        let problems = Settings::from_raw(&raw).unwrap_err();
+        let line = format!("{}: shorter than 8 characters", spec.name);
+        assert!(
+            problems.iter().any(|p| p.starts_with(&line)),
+            "{line} in {problems:#?}"
+        );
+        assert!(
+            problems.iter().all(|p| !p.contains("s3cr3t!")),
+            "{problems:#?}"
+        );
+        let eight = if spec.name == "FULFILLMENT_TOKEN" {
+            "s3cr3t!xs3cr3t!x"
+        } else {
+            "s3cr3t!x"
+        };
+        raw.set(spec.name, eight);
+        if let Err(problems) = Settings::from_raw(&raw) {
+            panic!("{}={eight:?}: {problems:?}", spec.name);
+        }
+    }
 }

@@ -274,23 +274,28 @@ impl DialogflowClient {
         let (status, bytes) = self
             .attempt(operation, &method, url, query, body, &token)
             .await?;
-        let (status, bytes) = if status == StatusCode::UNAUTHORIZED {
+        let (status, bytes, token) = if status == StatusCode::UNAUTHORIZED {
             tracing::info!(
                 source = self.auth.describe(),
                 "Dialogflow answered 401; retrying once with a refreshed access token"
             );
             let token = self.token(true).await?;
-            self.attempt(operation, &method, url, query, body, &token)
-                .await?
+            let (status, bytes) = self
+                .attempt(operation, &method, url, query, body, &token)
+                .await?;
+            (status, bytes, token)
         } else {
-            (status, bytes)
+            (status, bytes, token)
         };
         if status.is_success() {
             Ok(bytes)
         } else {
+            // Google's text, quoted: the one place a token could come back (the token itself
+            // travels in a header, never in the URL or our own texts).
+            let message = google_error_message(status, &bytes);
             Err(DialogflowError::Api {
                 status: status.as_u16(),
-                message: google_error_message(status, &bytes),
+                message: crate::secret::redact(&message, &[token.as_str()]),
             })
         }
     }
@@ -778,6 +783,28 @@ mod tests {
             );
             assert!(!err.is_transient());
         }
+    }
+
+    #[tokio::test]
+    async fn an_error_echoing_the_access_token_is_quoted_without_it() {
+        let server = MockServer::start().await;
+        Mock::given(method("DELETE"))
+            .respond_with(ResponseTemplate::new(403).set_body_json(json!({"error": {
+                "code": 403, "status": "PERMISSION_DENIED",
+                "message": "Bearer ya29.static may not delete contexts"
+            }})))
+            .mount(&server)
+            .await;
+        let err = client(&server.uri())
+            .await
+            .delete_all_contexts(SESSION)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Dialogflow API error (HTTP 403): Bearer [redacted] may not delete contexts \
+             (PERMISSION_DENIED)"
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod session;
 pub mod sync;
 pub mod webhook;
 

@@ -137,31 +137,93 @@ where
         .ok_or_else(|| invalid(&number))
 }
 
-/// Why a webhook body was rejected; the message says what is wrong.
+/// Why a webhook body was rejected: what is wrong and, when one field is, which
+/// (`session`, `queryResult.outputContexts[2].name`, …).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct WebhookParseError(pub String);
+#[error("{message}")]
+pub struct WebhookParseError {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// Longest error message, in characters: serde's may quote a value of the body.
+const MAX_ERROR_CHARS: usize = 300;
+
+impl WebhookParseError {
+    fn new(message: String) -> Self {
+        let mut message = message;
+        if crate::limits::truncate_chars(&mut message, MAX_ERROR_CHARS) {
+            message.push('…');
+        }
+        Self {
+            field: None,
+            message,
+        }
+    }
+
+    fn field(field: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+        let field = field.into();
+        Self {
+            message: format!("field `{field}`: {problem}"),
+            field: Some(field),
+        }
+    }
+}
+
+/// Where Dialogflow puts the Messenger event's ids.
+const SENDER_ID: &str = "originalDetectIntentRequest.payload.data.sender.id";
+const RECIPIENT_ID: &str = "originalDetectIntentRequest.payload.data.recipient.id";
+
+/// Longest context id, in bytes (Dialogflow: "may be at most 250 bytes long").
+const MAX_CONTEXT_ID_BYTES: usize = 250;
 
 impl WebhookRequest {
-    /// Parses a webhook body. Unknown fields are ignored; `session` (non-empty) and
-    /// `queryResult` are required.
+    /// Parses a webhook body. Unknown fields are ignored; `session` and `queryResult` are
+    /// required. What becomes a key, a row or a URL path is checked: the session is one of
+    /// Dialogflow's session forms, the Messenger ids are Meta ids, the context ids are
+    /// Dialogflow's.
     pub fn parse(body: &[u8]) -> Result<Self, WebhookParseError> {
         let value: Value = serde_json::from_slice(body)
-            .map_err(|e| WebhookParseError(format!("body is not valid JSON: {e}")))?;
+            .map_err(|e| WebhookParseError::new(format!("body is not valid JSON: {e}")))?;
         if !value.is_object() {
-            return Err(WebhookParseError(format!(
+            return Err(WebhookParseError::new(format!(
                 "not a Dialogflow WebhookRequest: expected a JSON object, found {}",
                 json_kind(&value)
             )));
         }
         let request: WebhookRequest = serde_json::from_value(value)
-            .map_err(|e| WebhookParseError(format!("not a Dialogflow WebhookRequest: {e}")))?;
-        if request.session.trim().is_empty() {
-            return Err(WebhookParseError(
-                "not a Dialogflow WebhookRequest: field `session` is empty".to_owned(),
-            ));
-        }
+            .map_err(|e| WebhookParseError::new(format!("not a Dialogflow WebhookRequest: {e}")))?;
+        request.check()?;
         Ok(request)
+    }
+
+    fn check(&self) -> Result<(), WebhookParseError> {
+        if self.session.trim().is_empty() {
+            return Err(WebhookParseError::field("session", "is empty"));
+        }
+        super::session::check(&self.session)
+            .map_err(|why| WebhookParseError::field("session", why))?;
+        let data = self.messenger_event();
+        for (field, key) in [(SENDER_ID, "sender"), (RECIPIENT_ID, "recipient")] {
+            check_id(field, data.and_then(|d| d.get(key)?.get("id")))?;
+        }
+        for (i, context) in self.output_contexts().iter().enumerate() {
+            let id = context_id(&context.name);
+            if let Some(why) = context_id_problem(id) {
+                let field = format!("queryResult.outputContexts[{i}].name");
+                return Err(WebhookParseError::field(field, why));
+            }
+            if id == "generic" {
+                let sender = context
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.get("facebook_sender_id"));
+                let field =
+                    format!("queryResult.outputContexts[{i}].parameters.facebook_sender_id");
+                check_id(&field, sender)?;
+            }
+        }
+        Ok(())
     }
 
     fn messenger_event(&self) -> Option<&Value> {
@@ -277,6 +339,54 @@ fn id_string(value: &Value) -> Option<String> {
         _ => return None,
     };
     (!s.is_empty()).then_some(s)
+}
+
+/// A Messenger id field, when present and not empty, must be a Meta id (a digit string or a
+/// whole number).
+fn check_id(field: &str, value: Option<&Value>) -> Result<(), WebhookParseError> {
+    let problem = match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => crate::limits::meta_id_problem(s.trim()),
+        Some(Value::Number(n)) if n.is_u64() => None,
+        Some(other) => Some(format!("is {}, not a digit string", json_kind(other))),
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(WebhookParseError::field(
+            field,
+            format!("not a Messenger id: it {why}"),
+        )),
+    }
+}
+
+/// Why `id` cannot be a Dialogflow context id: "may only contain characters in a-zA-Z0-9_-%
+/// and may be at most 250 bytes long". Dots alone (also as `%2e`) would be a path step.
+fn context_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("the context id (after `/contexts/`) is empty".to_owned())
+    } else if id.len() > MAX_CONTEXT_ID_BYTES {
+        Some(format!(
+            "the context id is longer than {MAX_CONTEXT_ID_BYTES} bytes"
+        ))
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '%'))
+    {
+        Some(
+            "the context id may only have the characters a-z, A-Z, 0-9, `_`, `-` and `%`"
+                .to_owned(),
+        )
+    } else if id
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .chars()
+        .all(|c| c == '.')
+    {
+        Some("the context id is dots only".to_owned())
+    } else {
+        None
+    }
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -459,44 +569,45 @@ mod tests {
     fn not_a_webhook_request_fixture() {
         let err = WebhookRequest::parse(&fixture("not_a_webhook_request.json")).unwrap_err();
         assert!(
-            err.0.starts_with("not a Dialogflow WebhookRequest"),
+            err.message.starts_with("not a Dialogflow WebhookRequest"),
             "{err}"
         );
-        assert!(err.0.contains("missing field `session`"), "{err}");
+        assert!(err.message.contains("missing field `session`"), "{err}");
     }
 
     #[test]
     fn invalid_json_is_reported_as_such() {
         let err = WebhookRequest::parse(b"{\"session\": ").unwrap_err();
-        assert!(err.0.starts_with("body is not valid JSON: "), "{err}");
+        assert!(err.message.starts_with("body is not valid JSON: "), "{err}");
         let err = WebhookRequest::parse(b"").unwrap_err();
-        assert!(err.0.starts_with("body is not valid JSON: "), "{err}");
+        assert!(err.message.starts_with("body is not valid JSON: "), "{err}");
     }
 
     #[test]
     fn non_object_bodies_say_what_they_are() {
         let err = WebhookRequest::parse(b"[1,2]").unwrap_err();
         assert_eq!(
-            err.0,
+            err.message,
             "not a Dialogflow WebhookRequest: expected a JSON object, found an array"
         );
         let err = WebhookRequest::parse(b"null").unwrap_err();
-        assert!(err.0.ends_with("found null"), "{err}");
+        assert!(err.message.ends_with("found null"), "{err}");
     }
 
     #[test]
     fn missing_query_result_and_empty_session_are_errors() {
         let err =
             WebhookRequest::parse(br#"{"session":"projects/p/agent/sessions/s"}"#).unwrap_err();
-        assert!(err.0.contains("missing field `queryResult`"), "{err}");
+        assert!(err.message.contains("missing field `queryResult`"), "{err}");
         let err = WebhookRequest::parse(br#"{"session":"  ","queryResult":{}}"#).unwrap_err();
-        assert!(err.0.contains("`session` is empty"), "{err}");
+        assert_eq!(err.message, "field `session`: is empty");
+        assert_eq!(err.field.as_deref(), Some("session"));
         let err = WebhookRequest::parse(br#"{"session":5,"queryResult":{}}"#).unwrap_err();
         assert!(
-            err.0.starts_with("not a Dialogflow WebhookRequest: "),
+            err.message.starts_with("not a Dialogflow WebhookRequest: "),
             "{err}"
         );
-        assert!(err.0.contains("invalid type"), "{err}");
+        assert!(err.message.contains("invalid type"), "{err}");
     }
 
     #[test]
@@ -516,7 +627,9 @@ mod tests {
         assert_eq!(req.output_contexts().len(), 1);
         assert_eq!(req.output_contexts()[0].lifespan_count, None);
 
-        let req = WebhookRequest::parse(br#"{"session":"s","queryResult":{}}"#).unwrap();
+        let req =
+            WebhookRequest::parse(br#"{"session":"projects/p/agent/sessions/s","queryResult":{}}"#)
+                .unwrap();
         assert!(req.output_contexts().is_empty());
         assert_eq!(req.own_text(), None);
     }
@@ -541,10 +654,10 @@ mod tests {
         }
         // and through the whole request, with a readable message
         let err = WebhookRequest::parse(
-            br#"{"session":"s","queryResult":{"outputContexts":[{"name":"n","lifespanCount":"x"}]}}"#,
+            br#"{"session":"projects/p/agent/sessions/s","queryResult":{"outputContexts":[{"name":"n","lifespanCount":"x"}]}}"#,
         )
         .unwrap_err();
-        assert!(err.0.contains("invalid lifespanCount \"x\""), "{err}");
+        assert!(err.message.contains("invalid lifespanCount \"x\""), "{err}");
     }
 
     #[test]
@@ -608,7 +721,7 @@ mod tests {
     #[test]
     fn page_id_accepts_numbers() {
         let req = WebhookRequest::parse(
-            br#"{"session":"s","queryResult":{},"originalDetectIntentRequest":{"payload":{"data":{"recipient":{"id":958823367603818},"sender":{"id":1534862223272449}}}}}"#,
+            br#"{"session":"projects/p/agent/sessions/s","queryResult":{},"originalDetectIntentRequest":{"payload":{"data":{"recipient":{"id":958823367603818},"sender":{"id":1534862223272449}}}}}"#,
         )
         .unwrap();
         assert_eq!(req.page_id().as_deref(), Some(PAGE));
@@ -618,7 +731,7 @@ mod tests {
     #[test]
     fn own_text_skips_empty_and_non_text_messages() {
         let req = WebhookRequest::parse(
-            br#"{"session":"s","queryResult":{"fulfillmentText":"",
+            br#"{"session":"projects/p/agent/sessions/s","queryResult":{"fulfillmentText":"",
                 "fulfillmentMessages":[{"payload":{"facebook":{"text":"p"}}},{"text":{"text":[""]}},{"text":{"text":["second"]}}]}}"#,
         )
         .unwrap();
@@ -667,5 +780,105 @@ mod tests {
         assert!(is_integration_context("__system_counters__"));
         assert!(!is_integration_context("order-followup"));
         assert!(!is_integration_context("generic-2"));
+    }
+
+    /// What becomes a key, a row or a URL path is refused when malformed, naming the field.
+    #[test]
+    fn ids_sessions_and_context_ids_are_checked_naming_the_field() {
+        let request = |session: &str, sender: Value, recipient: Value, contexts: Value| {
+            json!({
+                "session": session,
+                "queryResult": {"action": "input.handover", "outputContexts": contexts},
+                "originalDetectIntentRequest": {"payload": {"data": {
+                    "sender": {"id": sender}, "recipient": {"id": recipient}
+                }}}
+            })
+            .to_string()
+        };
+        let session = "projects/p/agent/sessions/s";
+        let fine = request(session, json!(PSID), json!(PAGE), json!([]));
+        assert!(WebhookRequest::parse(fine.as_bytes()).is_ok());
+        let refused = |body: String| WebhookRequest::parse(body.as_bytes()).unwrap_err();
+
+        let err = refused(request(
+            "../../etc/passwd",
+            json!(PSID),
+            json!(PAGE),
+            json!([]),
+        ));
+        assert_eq!(err.field.as_deref(), Some("session"));
+        assert!(
+            err.message
+                .starts_with("field `session`: not a Dialogflow ES session"),
+            "{err}"
+        );
+        let err = refused(request(
+            "projects/p/agent/sessions/../../x",
+            json!(PSID),
+            json!(PAGE),
+            json!([]),
+        ));
+        assert_eq!(err.field.as_deref(), Some("session"));
+
+        for bad in [
+            json!("../../x?y=1#z"),
+            json!("9".repeat(500_000)),
+            json!(-5),
+            json!(1.5),
+            json!({}),
+        ] {
+            let err = refused(request(session, bad.clone(), json!(PAGE), json!([])));
+            assert_eq!(err.field.as_deref(), Some(SENDER_ID), "{bad}");
+            assert!(err.message.len() < 200, "{err}");
+            let err = refused(request(session, json!(PSID), bad.clone(), json!([])));
+            assert_eq!(err.field.as_deref(), Some(RECIPIENT_ID), "{bad}");
+        }
+        // Absent or empty ids are no Messenger user, not an error.
+        assert!(
+            WebhookRequest::parse(request(session, json!(""), Value::Null, json!([])).as_bytes())
+                .is_ok()
+        );
+
+        let generic = |id: Value| {
+            json!([{"name": format!("{session}/contexts/other")},
+                   {"name": format!("{session}/contexts/generic"),
+                    "parameters": {"facebook_sender_id": id}}])
+        };
+        let err = refused(request(
+            session,
+            json!(""),
+            json!(PAGE),
+            generic(json!("x/../y")),
+        ));
+        assert_eq!(
+            err.field.as_deref(),
+            Some("queryResult.outputContexts[1].parameters.facebook_sender_id")
+        );
+        assert!(
+            WebhookRequest::parse(
+                request(session, json!(""), json!(PAGE), generic(json!(PSID))).as_bytes()
+            )
+            .is_ok()
+        );
+
+        for bad_id in ["", "a/b", "a b", "%2e%2E", &"x".repeat(251), "é"] {
+            let contexts = json!([{"name": format!("{session}/contexts/{bad_id}")}]);
+            let err = refused(request(session, json!(PSID), json!(PAGE), contexts));
+            assert_eq!(
+                err.field.as_deref(),
+                Some("queryResult.outputContexts[0].name"),
+                "{bad_id:?}: {err}"
+            );
+        }
+        let contexts = json!([{"name": format!("{session}/contexts/__system_counters__")},
+                              {"name": format!("{session}/contexts/order-followup%20x")}]);
+        assert!(
+            WebhookRequest::parse(
+                request(session, json!(PSID), json!(PAGE), contexts)
+                    .to_string()
+                    .as_bytes()
+            )
+            .is_ok()
+        );
     }
 }

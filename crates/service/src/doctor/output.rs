@@ -56,15 +56,10 @@ pub fn redact_secrets(findings: &mut [Finding], settings: &Settings) {
     }
 }
 
-/// Replaces every configured secret in `text`.
+/// Replaces every configured secret in `text` (whole, in one pass: see [`crate::secret::redact`]).
 fn redact(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_owned();
-    for secret in secrets {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "[redacted]");
-        }
-    }
-    out
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    crate::secret::redact(text, &secrets)
 }
 
 fn secrets_of(settings: &Settings) -> Vec<String> {
@@ -89,9 +84,9 @@ fn secrets_of(settings: &Settings) -> Vec<String> {
     {
         secrets.push(password.to_owned());
     }
-    // Short values would mangle ordinary words; longest first so overlapping ones go whole.
-    secrets.retain(|s| s.len() >= 6);
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    // Settings refuse shorter secrets; a short database password is not looked for either
+    // (`redact` ignores it): replacing it would mangle ordinary words.
+    secrets.sort();
     secrets.dedup();
     secrets
 }

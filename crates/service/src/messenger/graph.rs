@@ -4,9 +4,11 @@
 //! Every request carries `access_token` and `appsecret_proof` (HMAC-SHA256 of the token actually
 //! sent, keyed by the app secret) as query parameters; POST bodies are JSON.
 //!
-//! The access token travels in the URL, so no URL is ever formatted into an error or a log line:
-//! reqwest errors are stripped with [`reqwest::Error::without_url`] and, as a second line of
-//! defence, every text that ends up in a [`GraphError`] has the token replaced by `[redacted]`.
+//! The access token travels in the URL (as Meta documents it), so no URL is ever formatted into
+//! an error or a log line: the client's own texts never hold the URL or a secret, and reqwest
+//! errors are stripped with [`reqwest::Error::without_url`]. Only text that came from the other
+//! side (an error body, Graph's `message`) could echo a token back: that text, and only that,
+//! goes through [`crate::secret::redact`] before it is quoted in a [`GraphError`].
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -532,7 +534,7 @@ impl GraphClient {
             .as_ref()
             .map(|m| m.time_graph_request(endpoint));
         let response = request.send().await.map_err(|e| {
-            let err = map_reqwest_error(e, &redactor);
+            let err = map_reqwest_error(e);
             tracing::info!(endpoint, error = %err, "graph request failed");
             err
         })?;
@@ -543,7 +545,7 @@ impl GraphClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let bytes = response.bytes().await.map_err(|e| {
-            let err = map_reqwest_error(e, &redactor);
+            let err = map_reqwest_error(e);
             tracing::info!(endpoint, status, error = %err, "graph response body failed");
             err
         })?;
@@ -563,28 +565,22 @@ impl GraphClient {
     }
 }
 
-/// Replaces the token sent, the Page token and the app secret in any text that may be shown.
+/// The token sent, the Page token and the app secret, replaced in text the other side wrote
+/// (an error body, Graph's error fields) before it is quoted.
 struct Redactor<'a>([&'a str; 3]);
 
 impl Redactor<'_> {
     fn clean(&self, text: &str) -> String {
-        // Longest first, so a token containing the app secret (`{app_id}|{secret}`) goes whole.
-        let mut secrets = self.0;
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        let mut out = text.to_owned();
-        for secret in secrets.iter().filter(|s| !s.is_empty()) {
-            if out.contains(secret) {
-                out = out.replace(secret, "[redacted]");
-            }
-        }
-        out
+        crate::secret::redact(text, &self.0)
     }
 }
 
 /// A connection that could not be made (refused, DNS, TLS handshake, connect timeout) is
 /// [`GraphError::Connect`], checked first so a connect timeout is not an unknown outcome; any
-/// other timeout is [`GraphError::Timeout`]; the rest is [`GraphError::Transport`].
-fn map_reqwest_error(err: reqwest::Error, redactor: &Redactor<'_>) -> GraphError {
+/// other timeout is [`GraphError::Timeout`]; the rest is [`GraphError::Transport`]. The text is
+/// reqwest's and its causes' (the OS, hyper, rustls) without the URL: it holds no secret, so it
+/// is not searched for one.
+fn map_reqwest_error(err: reqwest::Error) -> GraphError {
     let err = err.without_url();
     let connect = err.is_connect();
     if !connect && err.is_timeout() {
@@ -596,7 +592,6 @@ fn map_reqwest_error(err: reqwest::Error, redactor: &Redactor<'_>) -> GraphError
         let _ = write!(text, ": {cause}");
         source = cause.source();
     }
-    let text = redactor.clean(&text);
     if connect {
         GraphError::Connect(text)
     } else {
@@ -908,19 +903,20 @@ mod tests {
 
     #[test]
     fn interpret_parses_errors_and_redacts_the_token() {
-        let r = Redactor(["TOKEN123", "TOKEN123", "APPSECRET"]);
-        let body = br#"{"error":{"message":"bad token TOKEN123","type":"OAuthException","code":"190","error_subcode":460,"fbtrace_id":"x"}}"#;
+        let r = Redactor(["TOKEN123xyz", "TOKEN123xyz", "APPSECRET9"]);
+        let body = br#"{"error":{"message":"bad token TOKEN123xyz","type":"OAuthException","code":"190","error_subcode":460,"fbtrace_id":"x"}}"#;
         let err = interpret(400, None, body, &r).unwrap_err();
         assert_eq!(err.code(), Some(190));
         assert_eq!(err.subcode(), Some(460));
         assert!(!err.to_string().contains("TOKEN123"));
+        assert!(err.to_string().contains("bad token [redacted]"), "{err}");
 
         // An error key on a 200 is still an error.
         let err =
             interpret(200, None, br#"{"error":{"code":613,"message":"slow"}}"#, &r).unwrap_err();
         assert!(err.is_transient());
 
-        let long = "é".repeat(1000) + "TOKEN123";
+        let long = "é".repeat(1000) + "TOKEN123xyz";
         let err = interpret(502, None, long.as_bytes(), &r).unwrap_err();
         match &err {
             GraphError::Http { status, body, .. } => {
@@ -929,7 +925,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let err = interpret(404, None, b"not found TOKEN123 APPSECRET", &r).unwrap_err();
+        let err = interpret(404, None, b"not found TOKEN123xyz APPSECRET9", &r).unwrap_err();
         assert_eq!(
             err.to_string(),
             "Graph API HTTP 404: not found [redacted] [redacted]"
@@ -1032,7 +1028,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_carried_by_api_and_http_errors() {
-        let r = Redactor(["TOKEN123", "TOKEN123", "APPSECRET"]);
+        let r = Redactor(["TOKEN123xyz", "TOKEN123xyz", "APPSECRET9"]);
         let wait = Some(Duration::from_secs(7));
         let err = interpret(429, wait, b"", &r).unwrap_err();
         assert!(

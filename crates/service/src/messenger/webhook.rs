@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 
 use handover_core::event::{Channel, EventKind, IncomingEvent};
 
+use crate::limits::{MAX_LABEL_CHARS, MAX_MID_CHARS, MAX_TEXT_CHARS, is_meta_id, truncate_chars};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeliveryError {
     #[error("body is not valid JSON: {0}")]
@@ -16,35 +18,106 @@ pub enum DeliveryError {
     NotPage(String),
 }
 
+/// A delivery, parsed: the events to store, and what could not be.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub events: Vec<IncomingEvent>,
+    /// Events (and entries) that are not stored, with why. Meta's delivery is acknowledged
+    /// anyway: it would retry a refused one forever, and it would be refused again.
+    pub refused: Vec<Refused>,
+    /// Each field stored cut to its cap (`text`, `payload`, `title`, `metadata`), once per
+    /// event and field.
+    pub truncated: Vec<&'static str>,
+}
+
+/// One event (or entry) that is not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its entry's index in `entry`.
+    pub entry: usize,
+    /// The array it came in, if it got that far.
+    pub channel: Option<Channel>,
+    /// What it was (`message`, `postback`, …), when it could be told.
+    pub kind: Option<&'static str>,
+    pub reason: RefuseReason,
+}
+
+/// Why an event is not stored; the `reason` label of `handover_webhook_events_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum RefuseReason {
+    /// An entry that is not an object, or a `messaging`/`standby` that is not an array.
+    BadEntry,
+    /// An event that is not an object.
+    NotAnObject,
+    /// No sender (or, for an echo, no recipient): no user.
+    NoUser,
+    /// No Page id (neither `entry.id` nor the Page side of the event).
+    NoPage,
+    /// The user's id (PSID) is not a Meta id.
+    BadUserId,
+    /// The Page id is not a Meta id.
+    BadPageId,
+    /// An app id of the event is not a Meta id.
+    BadAppId,
+    /// A message id longer than [`MAX_MID_CHARS`].
+    MidTooLong,
+}
+
+impl RefuseReason {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Parses the raw POST body (already signature-checked).
 ///
 /// Iterates every entry and both its `messaging` and `standby` arrays (either may be missing).
-/// An event that cannot be understood (no sender/recipient) is skipped with a warning.
-pub fn parse_delivery(body: &[u8]) -> Result<Vec<IncomingEvent>, DeliveryError> {
+/// An event that cannot be stored (no user, malformed ids, an over-long `mid`) is refused,
+/// with the reason, and the others are kept; texts over their caps are kept cut.
+pub fn parse_delivery(body: &[u8]) -> Result<Delivery, DeliveryError> {
     let root: Value =
-        serde_json::from_slice(body).map_err(|e| DeliveryError::Json(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| DeliveryError::Json(capped(e.to_string())))?;
     let object = match root.get("object") {
         Some(Value::String(s)) => s.as_str(),
-        Some(other) => return Err(DeliveryError::NotPage(other.to_string())),
+        Some(other) => return Err(DeliveryError::NotPage(json_kind(other).to_owned())),
         None if root.is_object() => return Err(DeliveryError::NotPage("missing".to_owned())),
-        None => return Err(DeliveryError::NotPage(format!("not an object: {root}"))),
+        None => {
+            return Err(DeliveryError::NotPage(format!(
+                "missing: the body is {}",
+                json_kind(&root)
+            )));
+        }
     };
     if object != "page" {
-        return Err(DeliveryError::NotPage(object.to_owned()));
+        return Err(DeliveryError::NotPage(capped(object.to_owned())));
     }
 
-    let mut events = Vec::new();
+    let mut delivery = Delivery::default();
     let entries = match root.get("entry") {
         Some(Value::Array(entries)) => entries.as_slice(),
         Some(Value::Null) | None => &[],
         Some(_) => {
-            tracing::warn!("webhook delivery `entry` is not an array; ignored");
+            delivery.refused.push(Refused {
+                entry: 0,
+                channel: None,
+                kind: None,
+                reason: RefuseReason::BadEntry,
+            });
             &[]
         }
     };
     for (index, entry) in entries.iter().enumerate() {
+        let refuse = |channel, kind, reason| Refused {
+            entry: index,
+            channel,
+            kind,
+            reason,
+        };
         let Some(entry) = entry.as_object() else {
-            tracing::warn!(index, "webhook entry is not an object; skipped");
+            delivery
+                .refused
+                .push(refuse(None, None, RefuseReason::BadEntry));
             continue;
         };
         let entry_id = entry.get("id").and_then(id_string);
@@ -57,30 +130,46 @@ pub fn parse_delivery(body: &[u8]) -> Result<Vec<IncomingEvent>, DeliveryError> 
                 Some(Value::Array(items)) => items,
                 Some(Value::Null) | None => continue,
                 Some(_) => {
-                    tracing::warn!(index, key, "webhook entry array is not an array; skipped");
+                    delivery
+                        .refused
+                        .push(refuse(Some(channel), None, RefuseReason::BadEntry));
                     continue;
                 }
             };
             for item in items {
-                match parse_event(item, entry_id.as_deref(), entry_time, channel) {
-                    Ok(event) => events.push(event),
-                    Err(reason) => {
-                        tracing::warn!(index, channel = key, reason, "webhook event skipped")
+                let mut truncated = Vec::new();
+                match parse_event(
+                    item,
+                    entry_id.as_deref(),
+                    entry_time,
+                    channel,
+                    &mut truncated,
+                ) {
+                    Ok(event) => {
+                        delivery.events.push(event);
+                        delivery.truncated.extend(truncated);
+                    }
+                    Err((kind, reason)) => {
+                        delivery.refused.push(refuse(Some(channel), kind, reason))
                     }
                 }
             }
         }
     }
-    Ok(events)
+    Ok(delivery)
 }
+
+/// A refused event: what it was, if known, and why.
+type Refusal = (Option<&'static str>, RefuseReason);
 
 fn parse_event(
     item: &Value,
     entry_id: Option<&str>,
     entry_time: Option<i64>,
     channel: Channel,
-) -> Result<IncomingEvent, &'static str> {
-    let event = item.as_object().ok_or("event is not an object")?;
+    truncated: &mut Vec<&'static str>,
+) -> Result<IncomingEvent, Refusal> {
+    let event = item.as_object().ok_or((None, RefuseReason::NotAnObject))?;
     let sender = event
         .get("sender")
         .and_then(|s| s.get("id"))
@@ -90,7 +179,10 @@ fn parse_event(
         .and_then(|r| r.get("id"))
         .and_then(id_string);
 
-    let kind = event_kind(event);
+    let kind = event_kind(event, truncated);
+    let name = kind.name();
+    let refuse = |reason| (Some(name), reason);
+    check_event_ids(&kind).map_err(refuse)?;
     let is_echo = matches!(kind, EventKind::Echo { .. });
     let sender_is_page = match (&sender, entry_id) {
         (Some(s), Some(page)) => s == page,
@@ -102,11 +194,17 @@ fn parse_event(
         } else {
             (sender, recipient)
         };
-    let psid = psid.ok_or("event has no sender/recipient id for the user")?;
+    let psid = psid.ok_or_else(|| refuse(RefuseReason::NoUser))?;
+    if !is_meta_id(&psid) {
+        return Err(refuse(RefuseReason::BadUserId));
+    }
     let page_id = entry_id
         .map(str::to_owned)
         .or(page_side)
-        .ok_or("event has no page id (entry.id or sender/recipient)")?;
+        .ok_or_else(|| refuse(RefuseReason::NoPage))?;
+    if !is_meta_id(&page_id) {
+        return Err(refuse(RefuseReason::BadPageId));
+    }
 
     let timestamp_ms = event
         .get("timestamp")
@@ -125,43 +223,89 @@ fn parse_event(
     })
 }
 
-fn event_kind(event: &Map<String, Value>) -> EventKind {
+/// The event's own ids: app ids are Meta ids, message ids are not over-long.
+fn check_event_ids(kind: &EventKind) -> Result<(), RefuseReason> {
+    let (mid, app_ids): (Option<&String>, [Option<&String>; 2]) = match kind {
+        EventKind::Message { mid, .. } => (Some(mid), [None, None]),
+        EventKind::Echo { mid, app_id, .. } => (Some(mid), [app_id.as_ref(), None]),
+        EventKind::Postback { mid, .. } => (mid.as_ref(), [None, None]),
+        EventKind::PassThreadControl {
+            new_owner_app_id,
+            previous_owner_app_id,
+            ..
+        }
+        | EventKind::TakeThreadControl {
+            new_owner_app_id,
+            previous_owner_app_id,
+            ..
+        } => (
+            None,
+            [new_owner_app_id.as_ref(), previous_owner_app_id.as_ref()],
+        ),
+        EventKind::RequestThreadControl {
+            requested_owner_app_id,
+            ..
+        } => (None, [requested_owner_app_id.as_ref(), None]),
+        EventKind::Read | EventKind::Delivery | EventKind::Other { .. } => (None, [None, None]),
+    };
+    if mid.is_some_and(|m| m.chars().count() > MAX_MID_CHARS) {
+        return Err(RefuseReason::MidTooLong);
+    }
+    if app_ids.into_iter().flatten().any(|id| !is_meta_id(id)) {
+        return Err(RefuseReason::BadAppId);
+    }
+    Ok(())
+}
+
+fn event_kind(event: &Map<String, Value>, truncated: &mut Vec<&'static str>) -> EventKind {
+    // A text field, cut to its cap (and counted once per event and field).
+    let mut capped = |value: Option<&Value>, field: &'static str, max: usize| {
+        let mut text = string(value)?;
+        if truncate_chars(&mut text, max) && !truncated.contains(&field) {
+            truncated.push(field);
+        }
+        Some(text)
+    };
     if let Some(message) = event.get("message").and_then(Value::as_object) {
         let mid = string(message.get("mid")).unwrap_or_default();
-        let text = string(message.get("text"));
+        let text = capped(message.get("text"), "text", MAX_TEXT_CHARS);
         if message.get("is_echo").and_then(Value::as_bool) == Some(true) {
             return EventKind::Echo {
                 mid,
                 app_id: message.get("app_id").and_then(id_string),
                 text,
-                metadata: string(message.get("metadata")),
+                metadata: capped(message.get("metadata"), "metadata", MAX_LABEL_CHARS),
             };
         }
         return EventKind::Message {
             mid,
             text,
-            quick_reply_payload: string(message.get("quick_reply").and_then(|q| q.get("payload"))),
+            quick_reply_payload: capped(
+                message.get("quick_reply").and_then(|q| q.get("payload")),
+                "payload",
+                MAX_LABEL_CHARS,
+            ),
         };
     }
     if let Some(postback) = event.get("postback").and_then(Value::as_object) {
         return EventKind::Postback {
             mid: string(postback.get("mid")),
-            title: string(postback.get("title")),
-            payload: string(postback.get("payload")),
+            title: capped(postback.get("title"), "title", MAX_LABEL_CHARS),
+            payload: capped(postback.get("payload"), "payload", MAX_LABEL_CHARS),
         };
     }
     if let Some(pass) = event.get("pass_thread_control").and_then(Value::as_object) {
         return EventKind::PassThreadControl {
             new_owner_app_id: pass.get("new_owner_app_id").and_then(id_string),
             previous_owner_app_id: pass.get("previous_owner_app_id").and_then(id_string),
-            metadata: string(pass.get("metadata")),
+            metadata: capped(pass.get("metadata"), "metadata", MAX_LABEL_CHARS),
         };
     }
     if let Some(take) = event.get("take_thread_control").and_then(Value::as_object) {
         return EventKind::TakeThreadControl {
             new_owner_app_id: take.get("new_owner_app_id").and_then(id_string),
             previous_owner_app_id: take.get("previous_owner_app_id").and_then(id_string),
-            metadata: string(take.get("metadata")),
+            metadata: capped(take.get("metadata"), "metadata", MAX_LABEL_CHARS),
         };
     }
     if let Some(request) = event
@@ -170,7 +314,7 @@ fn event_kind(event: &Map<String, Value>) -> EventKind {
     {
         return EventKind::RequestThreadControl {
             requested_owner_app_id: request.get("requested_owner_app_id").and_then(id_string),
-            metadata: string(request.get("metadata")),
+            metadata: capped(request.get("metadata"), "metadata", MAX_LABEL_CHARS),
         };
     }
     if event.get("read").is_some_and(|v| !v.is_null()) {
@@ -186,12 +330,33 @@ fn event_kind(event: &Map<String, Value>) -> EventKind {
             !matches!(k.as_str(), "sender" | "recipient" | "timestamp") && !v.is_null()
         })
     };
-    let key = candidates()
+    let mut key = candidates()
         .find(|(_, v)| v.is_object())
         .or_else(|| candidates().next())
         .map(|(k, _)| k.clone())
         .unwrap_or_else(|| "unknown".to_owned());
+    // The key goes into the dedupe key: an unknown event's own name is bounded too.
+    truncate_chars(&mut key, MAX_LABEL_CHARS);
     EventKind::Other { key }
+}
+
+/// An error text, cut to a line's length: serde's may quote the body.
+fn capped(mut text: String) -> String {
+    if truncate_chars(&mut text, 200) {
+        text.push('…');
+    }
+    text
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 fn dedupe_key(kind: &EventKind, psid: &str, ts: i64) -> String {
@@ -287,7 +452,10 @@ mod tests {
     const INBOX: &str = "263902037430900";
 
     fn one(body: &str) -> IncomingEvent {
-        let mut events = parse_delivery(body.as_bytes()).expect("fixture parses");
+        let delivery = parse_delivery(body.as_bytes()).expect("fixture parses");
+        assert!(delivery.refused.is_empty(), "{delivery:?}");
+        assert!(delivery.truncated.is_empty(), "{delivery:?}");
+        let mut events = delivery.events;
         assert_eq!(events.len(), 1, "{events:?}");
         events.remove(0)
     }
@@ -351,7 +519,8 @@ mod tests {
         let events = parse_delivery(include_bytes!(
             "../../fixtures/messenger/batch_entries.json"
         ))
-        .unwrap();
+        .unwrap()
+        .events;
         assert_eq!(events.len(), 3);
         assert_eq!(events[0].channel, Channel::Messaging);
         assert_eq!(events[0].user_id, USER);
@@ -534,7 +703,7 @@ mod tests {
             {{"id":"{PAGE}","messaging":[{{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},
                   "read":{{"watermark":1}}}}]}}]}}"#
         );
-        let events = parse_delivery(body.as_bytes()).unwrap();
+        let events = parse_delivery(body.as_bytes()).unwrap().events;
         assert_eq!(events.len(), 4);
         assert_eq!(events[0].timestamp_ms, 1763900000000);
         assert_eq!(
@@ -591,10 +760,13 @@ mod tests {
             parse_delivery(b"[1,2]"),
             Err(DeliveryError::NotPage(_))
         ));
-        assert_eq!(parse_delivery(br#"{"object":"page"}"#), Ok(vec![]));
+        assert_eq!(
+            parse_delivery(br#"{"object":"page"}"#),
+            Ok(Delivery::default())
+        );
         assert_eq!(
             parse_delivery(br#"{"object":"page","entry":[{"id":"1","time":1}]}"#),
-            Ok(vec![])
+            Ok(Delivery::default())
         );
     }
 
@@ -608,9 +780,137 @@ mod tests {
                 {{"sender":{{"id":"{USER}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":1763900000003,"message":{{"mid":"m_2","text":"y"}}}}
             ],"standby":"nope"}}, 7]}}"#
         );
-        let events = parse_delivery(body.as_bytes()).unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].dedupe_key, "mid:m_2");
+        let delivery = parse_delivery(body.as_bytes()).unwrap();
+        assert_eq!(delivery.events.len(), 1);
+        assert_eq!(delivery.events[0].dedupe_key, "mid:m_2");
+        // Each one that is not stored is counted, with why.
+        let reasons: Vec<(usize, Option<&str>, RefuseReason)> = delivery
+            .refused
+            .iter()
+            .map(|r| (r.entry, r.kind, r.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (0, Some("message"), RefuseReason::NoUser),
+                (0, None, RefuseReason::NotAnObject),
+                (0, Some("other"), RefuseReason::NoUser),
+                (0, None, RefuseReason::BadEntry),
+                (1, None, RefuseReason::BadEntry),
+            ]
+        );
+    }
+
+    /// What becomes a key or a row: ids are Meta ids, a `mid` is not over-long (refused);
+    /// texts, payloads, titles and metadata over their caps are stored cut (counted).
+    #[test]
+    fn malformed_ids_are_refused_and_long_texts_cut() {
+        let event = |sender: &str, recipient: &str, body: &str| {
+            format!(
+                r#"{{"sender":{{"id":"{sender}"}},"recipient":{{"id":"{recipient}"}},"timestamp":1763900000001,{body}}}"#
+            )
+        };
+        let delivery = |page: &str, events: &[String]| {
+            let body = format!(
+                r#"{{"object":"page","entry":[{{"id":"{page}","time":1763900000000,"standby":[{}]}}]}}"#,
+                events.join(",")
+            );
+            parse_delivery(body.as_bytes()).unwrap()
+        };
+        let long_mid = format!("m_{}", "a".repeat(MAX_MID_CHARS));
+        let d = delivery(
+            PAGE,
+            &[
+                event(
+                    "../../x?y=1#z",
+                    PAGE,
+                    r#""message":{"mid":"m_1","text":"x"}"#,
+                ),
+                event(
+                    USER,
+                    PAGE,
+                    &format!(r#""message":{{"mid":"{long_mid}","text":"x"}}"#),
+                ),
+                event(
+                    USER,
+                    PAGE,
+                    r#""pass_thread_control":{"new_owner_app_id":"x1","metadata":""}"#,
+                ),
+                event(
+                    PAGE,
+                    USER,
+                    r#""message":{"mid":"m_2","is_echo":true,"app_id":"263902037430900; DROP"}"#,
+                ),
+                event(USER, PAGE, r#""message":{"mid":"m_3","text":"fine"}"#),
+            ],
+        );
+        let reasons: Vec<RefuseReason> = d.refused.iter().map(|r| r.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                RefuseReason::BadUserId,
+                RefuseReason::MidTooLong,
+                RefuseReason::BadAppId,
+                RefuseReason::BadAppId,
+            ]
+        );
+        assert_eq!(d.events.len(), 1);
+        assert!(
+            d.refused
+                .iter()
+                .all(|r| r.channel == Some(Channel::Standby))
+        );
+
+        let d = delivery(
+            "not-a-page",
+            &[event(USER, PAGE, r#""message":{"mid":"m_4"}"#)],
+        );
+        assert_eq!(d.refused[0].reason, RefuseReason::BadPageId);
+
+        let text = "é".repeat(MAX_TEXT_CHARS + 5);
+        let label = "p".repeat(MAX_LABEL_CHARS + 1);
+        let d = delivery(
+            PAGE,
+            &[
+                event(
+                    USER,
+                    PAGE,
+                    &format!(
+                        r#""message":{{"mid":"m_5","text":"{text}","quick_reply":{{"payload":"{label}"}}}}"#
+                    ),
+                ),
+                event(
+                    USER,
+                    PAGE,
+                    &format!(r#""postback":{{"title":"{label}","payload":"{label}"}}"#),
+                ),
+                event(
+                    PAGE,
+                    USER,
+                    &format!(
+                        r#""message":{{"mid":"m_6","is_echo":true,"text":"{text}","metadata":"{label}"}}"#
+                    ),
+                ),
+            ],
+        );
+        assert!(d.refused.is_empty(), "{:?}", d.refused);
+        assert_eq!(
+            d.truncated,
+            ["text", "payload", "title", "payload", "text", "metadata"]
+        );
+        match &d.events[0].kind {
+            EventKind::Message {
+                text,
+                quick_reply_payload,
+                ..
+            } => {
+                assert_eq!(text.as_ref().unwrap().chars().count(), MAX_TEXT_CHARS);
+                assert_eq!(quick_reply_payload.as_ref().unwrap().len(), MAX_LABEL_CHARS);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A postback's dedupe key carries its (cut) payload: bounded too.
+        assert!(d.events[1].dedupe_key.len() < MAX_LABEL_CHARS + 100);
     }
 
     #[test]
@@ -642,7 +942,7 @@ mod tests {
                 {{"sender":{{"id":"{PAGE}"}},"recipient":{{"id":"{USER}"}},"timestamp":1763900000002,
                   "message":{{"mid":"m_b","is_echo":true,"app_id":null}}}}]}}]}}"#
         );
-        let events = parse_delivery(body.as_bytes()).unwrap();
+        let events = parse_delivery(body.as_bytes()).unwrap().events;
         assert_eq!(events.len(), 2);
         assert!(
             events
@@ -677,7 +977,8 @@ mod tests {
         let events = parse_delivery(include_bytes!(
             "../../fixtures/messenger/batch_entries.json"
         ))
-        .unwrap();
+        .unwrap()
+        .events;
         let text = serde_json::to_string(&events).unwrap();
         assert!(text.contains(r#""type":"pass_thread_control""#));
         assert!(text.contains(r#""channel":"standby""#));
@@ -738,7 +1039,9 @@ mod tests {
                 serde_json::json!(111111111111111u64),
                 serde_json::json!(" 111111111111111 "),
             ] {
-                let mut events = parse_delivery(body(field, ours.clone()).as_bytes()).unwrap();
+                let mut events = parse_delivery(body(field, ours.clone()).as_bytes())
+                    .unwrap()
+                    .events;
                 assert_eq!(events.len(), 1);
                 let e = events.remove(0);
                 let d = decide(
@@ -754,7 +1057,9 @@ mod tests {
                 serde_json::json!(INBOX),
                 serde_json::json!(263902037430900u64),
             ] {
-                let mut events = parse_delivery(body(field, inbox.clone()).as_bytes()).unwrap();
+                let mut events = parse_delivery(body(field, inbox.clone()).as_bytes())
+                    .unwrap()
+                    .events;
                 let e = events.remove(0);
                 let d = decide(
                     &thread(State::Bot, APP),

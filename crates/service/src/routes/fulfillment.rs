@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{Header, TryIntoHeaderValue, WWW_AUTHENTICATE};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use actix_web_httpauth::headers::authorization::{Authorization, Basic, Bearer};
 use actix_web_httpauth::headers::www_authenticate::{WwwAuthenticate, basic};
 use serde_json::Value;
 use tracing::{error, info};
 
+use super::body::{self, BodyLimits};
 use super::json_error;
 use crate::app::Services;
 use crate::config::FulfillmentAuth;
@@ -66,9 +67,22 @@ fn unauthorized(auth: &FulfillmentAuth) -> HttpResponse {
     resp
 }
 
+/// Dialogflow sends `application/json` (with or without `charset=utf-8`); JSON is UTF-8.
+fn is_json(req: &HttpRequest) -> bool {
+    match req.mime_type() {
+        Ok(Some(mime)) => {
+            mime.essence_str() == "application/json"
+                && mime
+                    .get_param("charset")
+                    .is_none_or(|c| c.as_str().eq_ignore_ascii_case("utf-8"))
+        }
+        _ => false,
+    }
+}
+
 pub async fn fulfillment(
     req: HttpRequest,
-    body: Result<web::Bytes, actix_web::Error>,
+    payload: web::Payload,
     svc: web::Data<Services>,
 ) -> HttpResponse {
     let outcome = |o: &str| svc.metrics.fulfillment_request(o);
@@ -76,18 +90,29 @@ pub async fn fulfillment(
         outcome("unauthorized");
         return unauthorized(&svc.settings.fulfillment_auth);
     }
-    let body = match body {
+    if !is_json(&req) {
+        outcome("unsupported_media_type");
+        // The body is not read; `body::hold_unread` has the connection closed after this.
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON, with Content-Type: application/json",
+        );
+    }
+    let body = match body::read(&req, payload, BodyLimits::of(&svc.settings.server)).await {
         Ok(body) => body,
         Err(e) => {
-            outcome("bad_request");
-            return super::body_error(e);
+            outcome(e.label());
+            return e.response();
         }
     };
     let request = match WebhookRequest::parse(&body) {
         Ok(r) => r,
         Err(e) => {
             outcome("bad_request");
-            return json_error(StatusCode::BAD_REQUEST, e.0);
+            return match e.field {
+                Some(field) => super::field_error(&field, e.message),
+                None => json_error(StatusCode::BAD_REQUEST, e.message),
+            };
         }
     };
     let Some(psid) = request.psid() else {

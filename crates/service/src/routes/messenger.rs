@@ -10,10 +10,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 use tracing::{error, info, warn};
 
+use super::body::{self, BodyLimits};
 use super::json_error;
 use crate::app::Services;
 use crate::messenger::signature::{self, SignatureError};
-use crate::messenger::webhook::{DeliveryError, parse_delivery};
+use crate::messenger::webhook::{Delivery, DeliveryError, parse_delivery};
 use crate::time::now_ms;
 use handover_core::State;
 use handover_core::event::EventKind;
@@ -50,15 +51,15 @@ pub async fn verify(req: HttpRequest, svc: web::Data<Services>) -> HttpResponse 
 
 pub async fn receive(
     req: HttpRequest,
-    body: Result<web::Bytes, actix_web::Error>,
+    payload: web::Payload,
     svc: web::Data<Services>,
 ) -> HttpResponse {
     let delivery = |result: &str| svc.metrics.webhook_delivery(result);
-    let body = match body {
+    let body = match body::read(&req, payload, BodyLimits::of(&svc.settings.server)).await {
         Ok(body) => body,
         Err(e) => {
-            delivery("too_large");
-            return super::body_error(e);
+            delivery(e.label());
+            return e.response();
         }
     };
     let header = req
@@ -74,8 +75,8 @@ pub async fn receive(
         };
         return json_error(status, e.to_string());
     }
-    let events = match parse_delivery(&body) {
-        Ok(events) => events,
+    let parsed = match parse_delivery(&body) {
+        Ok(parsed) => parsed,
         Err(e @ DeliveryError::Json(_)) => {
             delivery("bad_json");
             return json_error(StatusCode::BAD_REQUEST, e.to_string());
@@ -85,6 +86,8 @@ pub async fn receive(
             return json_error(StatusCode::NOT_FOUND, e.to_string());
         }
     };
+    note_refusals(&svc, &parsed);
+    let events = parsed.events;
     let total = events.len();
     // Reads and deliveries never change a conversation: not stored. The bot's own echoes only
     // matter while the service believes another app has the thread (they prove the bot has it
@@ -132,5 +135,29 @@ pub async fn receive(
                 "the store is not available; retry later",
             )
         }
+    }
+}
+
+/// Counts and logs the events of a delivery that are not stored, and the fields stored cut.
+/// The log line says where the event was and why, never its content.
+fn note_refusals(svc: &Services, parsed: &Delivery) {
+    for refused in &parsed.refused {
+        svc.metrics.webhook_event_refused(refused.reason.as_str());
+        warn!(
+            entry = refused.entry,
+            channel = refused.channel.map(|c| c.as_str()),
+            kind = refused.kind,
+            reason = refused.reason.as_str(),
+            "webhook event not stored"
+        );
+    }
+    for field in &parsed.truncated {
+        svc.metrics.webhook_field_truncated(field);
+    }
+    if !parsed.truncated.is_empty() {
+        info!(
+            fields = ?parsed.truncated,
+            "webhook fields over their caps were stored cut"
+        );
     }
 }

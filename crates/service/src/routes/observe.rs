@@ -1,8 +1,8 @@
 //! What is recorded about each HTTP request: a root span (`tracing-actix-web`) and one log
-//! line with the method, the route pattern, the status and the time taken, and a sample of the
-//! latency histogram. Never the query string (`GET /messenger` carries the verify token in
-//! it) and never the raw path (it may hold ids): a request that matched no route is
-//! `unmatched`.
+//! line with the method, the route pattern, the status, the time taken and, for a refused
+//! request, the reason it was given (`reason`), and a sample of the latency histogram. Never
+//! the query string (`GET /messenger` carries the verify token in it) and never the raw path
+//! (it may hold ids): a request that matched no route is `unmatched`.
 
 use std::time::Instant;
 
@@ -50,6 +50,12 @@ impl RootSpanBuilder for RequestSpan {
                     .extensions()
                     .get::<Started>()
                     .map(|s| s.0.elapsed().as_millis() as u64);
+                // A refused request says why, as the caller was told (`json_error`).
+                let reason = response
+                    .response()
+                    .extensions()
+                    .get::<super::Refusal>()
+                    .map(|r| r.0.clone());
                 // A root event: the pretty format would repeat the span's fields before the
                 // line's own (the JSON format still lists the span under `spans`).
                 tracing::info!(
@@ -58,6 +64,7 @@ impl RootSpanBuilder for RequestSpan {
                     path = %route_of(req),
                     status,
                     ms,
+                    reason,
                     "request"
                 );
             }
@@ -189,7 +196,10 @@ mod tests {
                 VERIFY_TOKEN,
                 "wrong-guess-never-logged",
                 "query-token-never-logged",
-                "hub.",
+                // The query's shape (the refusal's reason names the parameters, not values).
+                "hub.mode=",
+                "hub.verify_token=",
+                "hub.challenge",
                 "1534862223272449",
             ] {
                 assert!(!text.contains(leak), "{leak:?} reached the logs:\n{text}");
@@ -205,6 +215,14 @@ mod tests {
                     assert!(lines[0].contains(r#""path":"/messenger""#), "{text}");
                     assert!(lines[0].contains(r#""status":200"#), "{text}");
                     assert!(lines[1].contains(r#""status":403"#), "{text}");
+                    // A refused request says why, as the caller was told.
+                    assert!(
+                        lines[1].contains(
+                            r#""reason":"verification failed: hub.mode must be subscribe"#
+                        ),
+                        "{text}"
+                    );
+                    assert!(!lines[0].contains("reason"), "{text}");
                     assert!(lines[2].contains(r#""path":"unmatched""#), "{text}");
                 }
                 LogFormat::Pretty => {

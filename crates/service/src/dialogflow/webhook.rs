@@ -183,16 +183,23 @@ impl WebhookRequest {
     /// Dialogflow's session forms, the Messenger ids are Meta ids, the context ids are
     /// Dialogflow's.
     pub fn parse(body: &[u8]) -> Result<Self, WebhookParseError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| WebhookParseError::new(format!("body is not valid JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(WebhookParseError::new(format!(
-                "not a Dialogflow WebhookRequest: expected a JSON object, found {}",
-                json_kind(&value)
-            )));
-        }
-        let request: WebhookRequest = serde_json::from_value(value)
-            .map_err(|e| WebhookParseError::new(format!("not a Dialogflow WebhookRequest: {e}")))?;
+        // Straight into the request (every turn comes here); the body is read as plain JSON
+        // only to say what is wrong with one that is not a request.
+        let request: WebhookRequest = serde_json::from_slice(body).map_err(|e| {
+            let value = match serde_json::from_slice::<Value>(body) {
+                Ok(value) => value,
+                Err(e) => {
+                    return WebhookParseError::new(format!("body is not valid JSON: {e}"));
+                }
+            };
+            if !value.is_object() {
+                return WebhookParseError::new(format!(
+                    "not a Dialogflow WebhookRequest: expected a JSON object, found {}",
+                    json_kind(&value)
+                ));
+            }
+            WebhookParseError::new(format!("not a Dialogflow WebhookRequest: {e}"))
+        })?;
         request.check()?;
         Ok(request)
     }

@@ -55,6 +55,19 @@ pub fn truncate_chars(text: &mut String, max: usize) -> bool {
     }
 }
 
+/// What kind of JSON value this is, for an error that says what was found instead.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,23 +6,13 @@ use common::db::{Db, TestDb};
 use handover_core::event::IncomingEvent;
 use handover_core::jobs::JobPayload;
 use handover_core::{Decision, State};
-use messenger_handover::messenger::webhook::parse_delivery;
 use messenger_handover::store::Store;
 use messenger_handover::time::now_ms;
-use serde_json::Value;
 
 const PAGE_ID: &str = "958823367603818";
 
 fn delivery(psid: &str, mid: &str, text: &str) -> Vec<IncomingEvent> {
-    let mut body: Value = serde_json::from_str(include_str!(
-        "../fixtures/messenger/standby_user_message.json"
-    ))
-    .unwrap();
-    let event = &mut body["entry"][0]["standby"][0];
-    event["sender"]["id"] = psid.into();
-    event["message"]["mid"] = mid.into();
-    event["message"]["text"] = text.into();
-    parse_delivery(body.to_string().as_bytes()).unwrap().events
+    common::mocks::standby_events(psid, mid, text)
 }
 
 async fn store(db: &TestDb) -> Store {

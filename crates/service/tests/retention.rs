@@ -6,10 +6,8 @@ mod common;
 use common::db::{Db, TestDb, with_conn};
 use handover_core::event::IncomingEvent;
 use handover_core::{Decision, State, Thread};
-use messenger_handover::messenger::webhook::parse_delivery;
 use messenger_handover::store::{Finish, Retention, Store};
 use messenger_handover::time::DAY_MS;
-use serde_json::Value;
 
 const PAGE_ID: &str = "958823367603818";
 /// A day in the store's time (milliseconds since the epoch), from an arbitrary start.
@@ -20,14 +18,7 @@ fn day(n: i64) -> i64 {
 }
 
 fn delivery(psid: &str, mid: &str) -> Vec<IncomingEvent> {
-    let mut body: Value = serde_json::from_str(include_str!(
-        "../fixtures/messenger/standby_user_message.json"
-    ))
-    .unwrap();
-    let event = &mut body["entry"][0]["standby"][0];
-    event["sender"]["id"] = psid.into();
-    event["message"]["mid"] = mid.into();
-    parse_delivery(body.to_string().as_bytes()).unwrap().events
+    common::mocks::standby_events(psid, mid, "hello")
 }
 
 /// Row counts of the tables that could grow.

@@ -5,6 +5,7 @@
 //! parts (`parameters`, `payload`, rich messages) stay `serde_json::Value`. Only `session` and
 //! `queryResult` are required, since nothing useful can be done without them.
 
+use crate::limits::json_kind;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -393,17 +394,6 @@ fn context_id_problem(id: &str) -> Option<String> {
         Some("the context id is dots only".to_owned())
     } else {
         None
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -4,6 +4,7 @@
 //! payloads vary: app ids come as strings, numbers or `null`, timestamps as milliseconds or a
 //! string of seconds, and an entry may carry `messaging`, `standby`, both or neither.
 
+use crate::limits::json_kind;
 use serde_json::{Map, Value};
 
 use handover_core::event::{Channel, EventKind, IncomingEvent};
@@ -346,17 +347,6 @@ fn capped(mut text: String) -> String {
         text.push('…');
     }
     text
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn dedupe_key(kind: &EventKind, psid: &str, ts: i64) -> String {

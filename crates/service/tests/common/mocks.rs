@@ -377,3 +377,23 @@ pub async fn put_threads(url: &str, threads: &[(String, State, i64)]) {
     }
     store.close().await;
 }
+
+/// The events of one signed-fixture standby message from `psid` (its `mid` and text given),
+/// as the webhook parser makes them: what store-level tests ingest.
+pub fn standby_events(
+    psid: &str,
+    mid: &str,
+    text: &str,
+) -> Vec<handover_core::event::IncomingEvent> {
+    let mut body: Value = serde_json::from_str(include_str!(
+        "../../fixtures/messenger/standby_user_message.json"
+    ))
+    .unwrap();
+    let event = &mut body["entry"][0]["standby"][0];
+    event["sender"]["id"] = psid.into();
+    event["message"]["mid"] = mid.into();
+    event["message"]["text"] = text.into();
+    messenger_handover::messenger::webhook::parse_delivery(body.to_string().as_bytes())
+        .unwrap()
+        .events
+}

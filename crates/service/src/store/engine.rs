@@ -205,7 +205,7 @@ impl Engine {
         let (writers, readers) = match backend {
             // SQLite has one writer; readers go on beside it (WAL).
             Backend::Sqlite => (1, 2),
-            Backend::Postgres => (4, 4),
+            Backend::Postgres => (16, 4),
         };
         let (writes, write_rx) = mpsc::channel(QUEUE);
         let (reads, read_rx) = mpsc::channel(QUEUE);

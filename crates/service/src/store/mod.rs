@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use engine::WritesPaused;
 pub use events::IngestReport;
-pub use queue::{ClaimedJob, Finish, JobRow, JobStatus};
+pub use queue::{CLAIM_PLAN_POSTGRES, ClaimedJob, Finish, JobRow, JobStatus, claim_statement};
 pub use retention::{BATCH as RETENTION_BATCH, Pruned, Retention};
 pub use threads::TransitionRow;
 

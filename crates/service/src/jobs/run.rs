@@ -106,6 +106,7 @@ async fn apply(
         .await?;
     match decision {
         Some(d) => {
+            svc.metrics.decision(&d);
             if let Some(cause) = &d.cause {
                 info!(
                     state = d.thread.state.as_str(),

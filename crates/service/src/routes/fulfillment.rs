@@ -140,6 +140,7 @@ async fn apply(
         .store
         .apply(page_id, psid, now, move |t| decide(t, &input, &policy, now))
         .await?;
+    svc.metrics.decision(&decision);
     if !decision.jobs.is_empty() {
         svc.wake.notify_one();
     }

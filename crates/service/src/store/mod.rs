@@ -7,6 +7,7 @@
 //! backend has its own migrations.
 
 mod events;
+mod gauges;
 mod queue;
 mod threads;
 mod turns;

@@ -93,7 +93,11 @@ async fn serve(raw: &RawSettings) -> ExitCode {
             "MESSENGER_MODE: bridge is not available in this version yet; use companion".into(),
         ]);
     }
-    telemetry::init(settings.log_format, &settings.rust_log);
+    telemetry::init(
+        settings.log_format,
+        &settings.rust_log,
+        settings.google_cloud_project.as_deref(),
+    );
     match Application::build(settings).await {
         Ok(app) => match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,

@@ -132,4 +132,6 @@ settings! {
     LOG_FORMAT: Deployment, Choice(&["json", "pretty"]), Default("json");
     /// Log filter: a default level and `target=level` directives, e.g. `info,messenger_handover=debug`.
     RUST_LOG: Deployment, Text, Default("info");
+    /// The Google Cloud project the logs go to: a request's trace id (from `traceparent` or `X-Cloud-Trace-Context`) is then logged as `logging.googleapis.com/trace`, which Cloud Logging links to Cloud Trace; without it, as `trace_id`.
+    GOOGLE_CLOUD_PROJECT: Deployment, Text, Optional("none");
 }

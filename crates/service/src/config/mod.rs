@@ -137,6 +137,8 @@ pub struct Settings {
     pub http_timeout_ms: u64,
     pub log_format: LogFormat,
     pub rust_log: String,
+    /// For the trace field of the logs (`telemetry`).
+    pub google_cloud_project: Option<String>,
 }
 
 pub const DEFAULT_HANDOVER_MESSAGE: &str =
@@ -214,6 +216,7 @@ impl Settings {
         let http_timeout_ms = r.number(&HTTP_TIMEOUT_MS);
         let log_format = r.choice(&LOG_FORMAT);
         let rust_log = r.value(&RUST_LOG);
+        let google_cloud_project = r.optional(&GOOGLE_CLOUD_PROJECT);
 
         if !r.problems.is_empty() {
             return Err(r.problems);
@@ -259,6 +262,7 @@ impl Settings {
             http_timeout_ms,
             log_format,
             rust_log,
+            google_cloud_project,
         })
     }
 }

@@ -116,11 +116,12 @@ async fn run_one(svc: Shared, job: ClaimedJob) {
     let keeper = keep_lease(svc.clone(), job.clone());
     let kind = job.payload.kind();
     let thread = match (&job.page_id, &job.psid) {
-        (Some(page), Some(psid)) => handover_core::thread::thread_key(page, psid),
+        (Some(page), Some(psid)) => svc.pseudonyms.thread(page, psid),
         _ => String::new(),
     };
-    // Every line a job logs, here and in the clients it calls, carries these fields.
-    let span = tracing::info_span!("job", id = job.id, %kind, thread, attempt = job.attempts);
+    // Every line a job logs, here and in the clients it calls, carries these fields; the user
+    // only pseudonymized.
+    let span = tracing::info_span!("job", job = job.id, %kind, thread, attempt = job.attempts);
     let result = run::run(&svc, &job).instrument(span.clone()).await;
     keeper.abort();
     let outcome = match result {

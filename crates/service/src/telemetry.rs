@@ -172,30 +172,39 @@ impl Serialize for Line {
     }
 }
 
-impl Visit for Line {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        // Events bridged from the `log` crate carry their origin in `log.*` fields.
-        if !field.name().starts_with("log.") {
-            self.set(field.name(), format!("{value:?}").into());
+impl Line {
+    /// Events bridged from the `log` crate carry their origin in `log.*` fields: its target
+    /// is the line's target, the rest (file, line, module) is left out.
+    fn field(&mut self, field: &Field, value: Value) {
+        match field.name() {
+            "log.target" => self.set("target", value),
+            name if name.starts_with("log.") => {}
+            name => self.set(name, value),
         }
     }
+}
+
+impl Visit for Line {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.field(field, format!("{value:?}").into());
+    }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.set(field.name(), value.into());
+        self.field(field, value.into());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field.name(), value.into());
+        self.field(field, value.into());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.set(field.name(), value.into());
+        self.field(field, value.into());
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.set(field.name(), value.into());
+        self.field(field, value.into());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field.name(), value.into());
+        self.field(field, value.into());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.set(field.name(), value.to_string().into());
+        self.field(field, value.to_string().into());
     }
 }
 

@@ -10,6 +10,8 @@ pub mod doctor;
 pub mod jobs;
 pub mod messenger;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod routes;
 pub mod secret;
 pub mod startup;

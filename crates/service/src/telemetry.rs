@@ -32,9 +32,15 @@ use crate::config::LogFormat;
 pub const TRACE_ID: &str = "trace_id";
 
 /// Installs the global subscriber once, writing to stderr; later calls (tests) are ignored.
-/// `project`: `GOOGLE_CLOUD_PROJECT`, for the trace field.
-pub fn init(format: LogFormat, filter: &str, project: Option<&str>) {
-    let _ = subscriber(format, filter, project, std::io::stderr).try_init();
+/// `project`: `GOOGLE_CLOUD_PROJECT`, for the trace field; `otlp`:
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, where spans are exported to (cargo feature `otel`).
+pub fn init(format: LogFormat, filter: &str, project: Option<&str>, otlp: Option<&str>) {
+    let _ = build(format, filter, project, otlp, std::io::stderr).try_init();
+    if otlp.is_some() && !cfg!(feature = "otel") {
+        tracing::warn!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this build exports no traces: build with `--features otel`"
+        );
+    }
 }
 
 /// The subscriber `init` installs, writing to `writer` (tests capture the logs with it).
@@ -42,6 +48,19 @@ pub fn subscriber<W>(
     format: LogFormat,
     filter: &str,
     project: Option<&str>,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    build(format, filter, project, None, writer)
+}
+
+fn build<W>(
+    format: LogFormat,
+    filter: &str,
+    project: Option<&str>,
+    otlp: Option<&str>,
     writer: W,
 ) -> Box<dyn Subscriber + Send + Sync>
 where
@@ -63,17 +82,41 @@ where
         .with_max_level(LevelFilter::TRACE)
         .with_writer(writer);
     match format {
-        LogFormat::Json => Box::new(
-            builder
+        LogFormat::Json => {
+            let fmt = builder
                 .fmt_fields(JsonFields::new())
                 .event_format(CloudJson {
                     project: project.map(str::to_owned),
                 })
-                .finish()
-                .with(filter),
-        ),
-        LogFormat::Pretty => Box::new(builder.finish().with(filter)),
+                .finish();
+            with_export(fmt, otlp, filter)
+        }
+        LogFormat::Pretty => with_export(builder.finish(), otlp, filter),
     }
+}
+
+/// `subscriber` with the trace exporter (feature `otel`, when an endpoint is set) and
+/// `filter`, which both obey.
+fn with_export<S>(
+    subscriber: S,
+    otlp: Option<&str>,
+    filter: Targets,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    #[cfg(feature = "otel")]
+    let export = otlp.and_then(|endpoint| {
+        crate::otel::layer(endpoint)
+            .map_err(|e| eprintln!("traces are not exported: {e}"))
+            .ok()
+    });
+    #[cfg(not(feature = "otel"))]
+    let export: Option<tracing_subscriber::layer::Identity> = {
+        let _ = otlp; // said by `init`
+        None
+    };
+    Box::new(subscriber.with(export).with(filter))
 }
 
 /// Cloud Logging's name for a level (it has no TRACE).

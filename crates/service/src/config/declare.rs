@@ -134,4 +134,6 @@ settings! {
     RUST_LOG: Deployment, Text, Default("info");
     /// The Google Cloud project the logs go to: a request's trace id (from `traceparent` or `X-Cloud-Trace-Context`) is then logged as `logging.googleapis.com/trace`, which Cloud Logging links to Cloud Trace; without it, as `trace_id`.
     GOOGLE_CLOUD_PROJECT: Deployment, Text, Optional("none");
+    /// OpenTelemetry: export every request's and job's span over OTLP/HTTP to `{this}/v1/traces`, continuing the caller's `traceparent`. Only in a build with the cargo feature `otel` (off by default; said at start otherwise).
+    OTEL_EXPORTER_OTLP_ENDPOINT: Deployment, BaseUrl, Optional("none (no export)");
 }

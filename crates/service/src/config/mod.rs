@@ -139,6 +139,8 @@ pub struct Settings {
     pub rust_log: String,
     /// For the trace field of the logs (`telemetry`).
     pub google_cloud_project: Option<String>,
+    /// Where spans are exported to (feature `otel`).
+    pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
 pub const DEFAULT_HANDOVER_MESSAGE: &str =
@@ -217,6 +219,7 @@ impl Settings {
         let log_format = r.choice(&LOG_FORMAT);
         let rust_log = r.value(&RUST_LOG);
         let google_cloud_project = r.optional(&GOOGLE_CLOUD_PROJECT);
+        let otel_exporter_otlp_endpoint = r.optional(&OTEL_EXPORTER_OTLP_ENDPOINT);
 
         if !r.problems.is_empty() {
             return Err(r.problems);
@@ -263,6 +266,7 @@ impl Settings {
             log_format,
             rust_log,
             google_cloud_project,
+            otel_exporter_otlp_endpoint,
         })
     }
 }

@@ -63,6 +63,8 @@ impl RootSpanBuilder for RequestSpan {
             span.record(telemetry::TRACE_ID, trace.as_str());
             request.extensions_mut().insert(Trace(trace));
         }
+        #[cfg(feature = "otel")]
+        crate::otel::continue_trace(&span, request.headers());
         span
     }
 

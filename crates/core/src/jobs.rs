@@ -104,7 +104,17 @@ pub enum JobPayload {
 }
 
 /// The kinds of job, by the name the store keeps in its `kind` column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum JobKind {
     ProcessEvent,

@@ -9,6 +9,7 @@ use crate::dialogflow::SessionSync;
 use crate::messenger::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::telemetry::Pseudonyms;
 use handover_core::Policy;
 use handover_core::text::PhraseSet;
 
@@ -21,6 +22,8 @@ pub struct Services {
     /// Shared with the store's writer, which may run a decision after the request's task.
     pub policy: Arc<Policy>,
     pub metrics: Metrics,
+    /// How users appear in logs.
+    pub pseudonyms: Pseudonyms,
     /// Wakes the worker when a job was queued, so it need not wait for its next poll.
     pub wake: Notify,
 }

@@ -390,7 +390,7 @@ async fn script(world: &World, t: &mut Transcript) {
 
 pub async fn main(serve: bool) -> ExitCode {
     if let Ok(filter) = std::env::var("RUST_LOG") {
-        crate::telemetry::init(crate::config::LogFormat::Pretty, &filter);
+        crate::telemetry::init(crate::config::LogFormat::Pretty, &filter, None, None);
     }
     let world = match World::start(&[]).await {
         Ok(w) => w,

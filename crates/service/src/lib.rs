@@ -11,6 +11,8 @@ pub mod jobs;
 pub mod limits;
 pub mod messenger;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod routes;
 pub mod secret;
 pub mod shutdown;

@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(&raw).await,
             Command::Migrate => migrate(&raw).await,
@@ -80,7 +80,11 @@ fn main() -> ExitCode {
             Command::Doctor { fix } => messenger_handover::doctor::main(&raw, fix).await,
             Command::Demo { serve } => messenger_handover::demo::main(serve).await,
         }
-    })
+    });
+    // The spans still buffered are sent before the process ends.
+    #[cfg(feature = "otel")]
+    messenger_handover::otel::shutdown();
+    code
 }
 
 async fn serve(raw: &RawSettings) -> ExitCode {
@@ -93,7 +97,12 @@ async fn serve(raw: &RawSettings) -> ExitCode {
             "MESSENGER_MODE: bridge is not available in this version yet; use companion".into(),
         ]);
     }
-    telemetry::init(settings.log_format, &settings.rust_log);
+    telemetry::init(
+        settings.log_format,
+        &settings.rust_log,
+        settings.google_cloud_project.as_deref(),
+        settings.otel_exporter_otlp_endpoint.as_deref(),
+    );
     // What doctor reports as ✗ from the settings alone, said once at start.
     for warning in messenger_handover::doctor::startup_warnings(&settings) {
         let fix = warning.fix.as_deref().unwrap_or_default();

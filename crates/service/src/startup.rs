@@ -25,6 +25,7 @@ use crate::routes::observe::{RequestSpan, record_latency};
 use crate::routes::{fulfillment, health, messenger, other_methods};
 use crate::secret::Secret;
 use crate::store::{Backend, Store};
+use crate::telemetry::Pseudonyms;
 use crate::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,7 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
     };
     Ok(Arc::new(Services {
         policy: Arc::new(policy_from(&settings)),
+        pseudonyms: Pseudonyms::new(settings.fb_app_secret.expose().as_bytes()),
         settings,
         store,
         graph,

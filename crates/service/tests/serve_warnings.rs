@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::app::*;
-use common::process::{Process, env, level, message};
+use common::process::{Process, env, message, severity};
 use serde_json::Value;
 
 const COMPANION_APP_ID: &str = "222222222222222";
@@ -53,7 +53,7 @@ async fn startup_warnings(env: &[(String, String)]) -> Vec<Value> {
     lines
         .into_iter()
         .take_while(|l| message(l) != Some("listening"))
-        .filter(|l| level(l) == Some("WARN"))
+        .filter(|l| severity(l) == Some("WARNING"))
         .collect()
 }
 

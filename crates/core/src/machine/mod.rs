@@ -21,6 +21,7 @@ mod calls;
 mod checks;
 mod events;
 mod facts;
+mod report;
 mod transitions;
 mod welcome;
 
@@ -35,6 +36,7 @@ use checks::*;
 use events::*;
 pub use facts::call_metadata;
 use facts::*;
+pub use report::{Cause, Direction, Handover};
 use transitions::*;
 pub use welcome::{WelcomePlan, welcome_plan};
 
@@ -160,6 +162,10 @@ pub struct Decision {
     /// A fulfillment return: its own answer is this return's welcome (the bot owns the thread,
     /// so the integration can deliver it). Otherwise the service welcomes after the take.
     pub welcome_in_band: bool,
+    /// The handover this decision started, or found had happened (for the metrics).
+    pub handover: Option<Handover>,
+    /// How long the stay with a human that this decision ended lasted, in ms.
+    pub human_stay_ms: Option<i64>,
     /// The state and its start before this decision: a decision that passes through other
     /// states and ends where it began has not changed the state.
     before: (State, i64),
@@ -182,6 +188,8 @@ impl Decision {
             jobs: Vec::new(),
             cancel: Vec::new(),
             welcome_in_band: false,
+            handover: None,
+            human_stay_ms: None,
             before: (thread.state, thread.state_since),
         }
     }
@@ -226,6 +234,13 @@ impl Decision {
 }
 
 pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> Decision {
+    let mut d = decide_state(thread, input, policy, now);
+    d.handover = report::handover_of(thread, input, &d, policy);
+    d.human_stay_ms = report::human_stay_ended(thread, &d, now);
+    d
+}
+
+fn decide_state(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> Decision {
     let mut d = Decision::unchanged(thread);
     match input {
         Input::Handover {

@@ -150,4 +150,8 @@ settings! {
     LOG_FORMAT: Deployment, Choice(&["json", "pretty"]), Default("json");
     /// Log filter: a default level and `target=level` directives, e.g. `info,messenger_handover=debug`.
     RUST_LOG: Deployment, Text, Default("info");
+    /// The Google Cloud project the logs go to: a request's trace id (from `traceparent` or `X-Cloud-Trace-Context`) is then logged as `logging.googleapis.com/trace`, which Cloud Logging links to Cloud Trace; without it, as `trace_id`.
+    GOOGLE_CLOUD_PROJECT: Deployment, Text, Optional("none");
+    /// OpenTelemetry: export every request's and job's span over OTLP/HTTP to `{this}/v1/traces`, continuing the caller's `traceparent`. Only in a build with the cargo feature `otel` (off by default; said at start otherwise).
+    OTEL_EXPORTER_OTLP_ENDPOINT: Deployment, BaseUrl, Optional("none (no export)");
 }

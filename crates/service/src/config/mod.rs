@@ -143,6 +143,10 @@ pub struct Settings {
     pub server: ServerLimits,
     pub log_format: LogFormat,
     pub rust_log: String,
+    /// For the trace field of the logs (`telemetry`).
+    pub google_cloud_project: Option<String>,
+    /// Where spans are exported to (feature `otel`).
+    pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
 /// Incoming connections and requests: the timeouts of each phase and the connection cap
@@ -246,6 +250,8 @@ impl Settings {
         };
         let log_format = r.choice(&LOG_FORMAT);
         let rust_log = r.value(&RUST_LOG);
+        let google_cloud_project = r.optional(&GOOGLE_CLOUD_PROJECT);
+        let otel_exporter_otlp_endpoint = r.optional(&OTEL_EXPORTER_OTLP_ENDPOINT);
 
         if !r.problems.is_empty() {
             return Err(r.problems);
@@ -295,6 +301,8 @@ impl Settings {
             server,
             log_format,
             rust_log,
+            google_cloud_project,
+            otel_exporter_otlp_endpoint,
         })
     }
 }

@@ -64,6 +64,18 @@ pub enum DialogflowError {
 }
 
 impl DialogflowError {
+    /// The `status` label of `handover_dialogflow_errors_total`: the HTTP status, or the kind
+    /// of failure when there is none.
+    pub fn metric_status(&self) -> String {
+        match self {
+            DialogflowError::Api { status, .. } => status.to_string(),
+            DialogflowError::Auth(_) => "auth".into(),
+            DialogflowError::Timeout => "timeout".into(),
+            DialogflowError::Transport(_) => "transport".into(),
+            DialogflowError::Decode(_) => "decode".into(),
+        }
+    }
+
     /// Whether retrying later may help: 408, 429, 5xx, timeouts and transport failures
     /// (including transport-level failures to get a token).
     pub fn is_transient(&self) -> bool {
@@ -261,8 +273,24 @@ impl DialogflowClient {
     }
 
     /// Sends one request with a bearer token; on HTTP 401 fetches a fresh token and retries once.
-    /// Returns the response body of a 2xx answer.
+    /// Returns the response body of a 2xx answer. A failure is counted in
+    /// `handover_dialogflow_errors_total`.
     async fn send(
+        &self,
+        operation: &'static str,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Vec<u8>, DialogflowError> {
+        let result = self.send_once(operation, method, url, query, body).await;
+        if let (Err(e), Some(metrics)) = (&result, &self.metrics) {
+            metrics.dialogflow_error(operation, &e.metric_status());
+        }
+        result
+    }
+
+    async fn send_once(
         &self,
         operation: &'static str,
         method: Method,

@@ -125,6 +125,7 @@ async fn apply_with(
         .await?;
     match decision {
         Some(d) => {
+            svc.metrics.decision(&d);
             if let Some(cause) = &d.cause {
                 info!(
                     state = d.thread.state.as_str(),

@@ -165,11 +165,12 @@ async fn idle_time(svc: &Shared, now: i64) -> Duration {
 async fn run_one(svc: Shared, job: ClaimedJob) {
     let kind = job.payload.kind();
     let thread = match (&job.page_id, &job.psid) {
-        (Some(page), Some(psid)) => handover_core::thread::thread_key(page, psid),
+        (Some(page), Some(psid)) => svc.pseudonyms.thread(page, psid),
         _ => String::new(),
     };
-    // Every line a job logs, here and in the clients it calls, carries these fields.
-    let span = tracing::info_span!("job", id = job.id, %kind, thread, attempt = job.attempts);
+    // Every line a job logs, here and in the clients it calls, carries these fields; the user
+    // only pseudonymized.
+    let span = tracing::info_span!("job", job = job.id, %kind, thread, attempt = job.attempts);
     // The lease is renewed while the job runs, and no longer once it ends or is stopped.
     let result = tokio::select! {
         result = run::run(&svc, &job).instrument(span.clone()) => result,

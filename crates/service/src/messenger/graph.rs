@@ -260,6 +260,23 @@ impl GraphError {
         }
     }
 
+    /// The `code` and `subcode` labels of `handover_graph_errors_total`: Meta's, `none` for a
+    /// missing subcode; without a Graph error body, the kind of failure as the code.
+    pub fn metric_labels(&self) -> (String, String) {
+        let none = || "none".to_owned();
+        match self {
+            GraphError::Api { code, subcode, .. } => (
+                code.to_string(),
+                subcode.map_or_else(none, |s| s.to_string()),
+            ),
+            GraphError::Http { status, .. } => (format!("http_{status}"), none()),
+            GraphError::Timeout => ("timeout".into(), none()),
+            GraphError::Connect(_) => ("connect".into(), none()),
+            GraphError::Transport(_) => ("transport".into(), none()),
+            GraphError::Decode(_) => ("decode".into(), none()),
+        }
+    }
+
     /// HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -495,8 +512,28 @@ impl GraphClient {
     }
 
     /// One Graph call. `token` overrides the Page token (used by `debug_token`).
-    /// Returns the JSON body of a 2xx answer (`Value::Null` for an empty body).
+    /// Returns the JSON body of a 2xx answer (`Value::Null` for an empty body). A failure is
+    /// counted in `handover_graph_errors_total`.
     async fn call(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        token: Option<&Secret>,
+    ) -> Result<Value, GraphError> {
+        let result = self
+            .call_once(endpoint, method, segments, query, body, token)
+            .await;
+        if let (Err(e), Some(metrics)) = (&result, &self.metrics) {
+            let (code, subcode) = e.metric_labels();
+            metrics.graph_error(endpoint, &code, &subcode);
+        }
+        result
+    }
+
+    async fn call_once(
         &self,
         endpoint: &'static str,
         method: Method,

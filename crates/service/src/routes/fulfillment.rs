@@ -124,6 +124,7 @@ pub async fn fulfillment(
         .page_id()
         .or_else(|| svc.settings.fb_page_id.clone())
         .unwrap_or_else(|| "unknown".to_owned());
+    super::observe::record_thread(&req, svc.pseudonyms.thread(&page_id, &psid));
     let action = request.action().unwrap_or("");
     let settings = &svc.settings;
     let result = if settings.handover_actions.iter().any(|a| a == action) {
@@ -165,6 +166,7 @@ async fn apply(
         .store
         .apply(page_id, psid, now, move |t| decide(t, &input, &policy, now))
         .await?;
+    svc.metrics.decision(&decision);
     if !decision.jobs.is_empty() {
         svc.wake.notify_one();
     }

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::json_error;
 use crate::app::Services;
+use crate::time::now_ms;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
@@ -28,6 +29,10 @@ pub async fn metrics(svc: web::Data<Services>) -> HttpResponse {
     }
     if let Ok(jobs) = svc.store.job_counts().await {
         svc.metrics.set_job_counts(&jobs);
+    }
+    let now = now_ms();
+    if let Ok((due, oldest)) = svc.store.due_jobs(now).await {
+        svc.metrics.set_due_jobs(due, oldest, now);
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

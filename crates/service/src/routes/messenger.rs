@@ -17,7 +17,7 @@ use crate::messenger::signature::{self, SignatureError};
 use crate::messenger::webhook::{Delivery, DeliveryError, parse_delivery};
 use crate::time::now_ms;
 use handover_core::State;
-use handover_core::event::EventKind;
+use handover_core::event::{EventKind, IncomingEvent};
 
 /// Meta's verification request. The verify token is compared in constant time and never logged.
 pub async fn verify(req: HttpRequest, svc: web::Data<Services>) -> HttpResponse {
@@ -94,12 +94,21 @@ pub async fn receive(
     // back); otherwise they are dropped without a write.
     let app_id = svc.settings.fb_app_id.as_str();
     let mut relevant = Vec::with_capacity(events.len());
-    for e in events.into_iter().filter(|e| e.kind.is_relevant()) {
+    let mut ignored_kinds = Vec::new();
+    for e in events.into_iter() {
+        if !e.kind.is_relevant() {
+            ignored_kinds.push(kind_of(&e));
+            continue;
+        }
         if matches!(&e.kind, EventKind::Echo { app_id: Some(a), .. } if a == app_id) {
             match svc.store.thread_state(&e.account_id, &e.user_id).await {
                 Ok(Some(State::Human | State::Returning | State::Idle)) => {}
-                Ok(_) => continue,
+                Ok(_) => {
+                    ignored_kinds.push(kind_of(&e));
+                    continue;
+                }
                 Err(err) => {
+                    delivery("store_error");
                     error!(error = %err, "could not read a thread; Meta will retry the delivery");
                     return json_error(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -111,6 +120,8 @@ pub async fn receive(
         relevant.push(e);
     }
     let ignored = total - relevant.len();
+    let kinds: Vec<_> = relevant.iter().map(kind_of).collect();
+    svc.metrics.webhook_events_as(&ignored_kinds, "ignored");
     match svc.store.ingest(relevant, now_ms()).await {
         Ok(report) => {
             delivery("stored");
@@ -118,6 +129,7 @@ pub async fn receive(
             m.webhook_events("stored", report.stored as u64);
             m.webhook_events("duplicate", report.duplicates as u64);
             m.webhook_events("ignored", ignored as u64);
+            m.webhook_events_ingested(&kinds, report.stored, report.duplicates);
             if report.stored > 0 {
                 svc.wake.notify_one();
             }
@@ -129,6 +141,8 @@ pub async fn receive(
         }
         Err(e) => {
             delivery("store_error");
+            svc.metrics.webhook_events("refused", kinds.len() as u64);
+            svc.metrics.webhook_events_as(&kinds, "refused");
             error!(error = %e, "could not store a webhook delivery; Meta will retry it");
             json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -160,4 +174,9 @@ fn note_refusals(svc: &Services, parsed: &Delivery) {
             "webhook fields over their caps were stored cut"
         );
     }
+}
+
+/// An event's kind and channel, as the metrics label them.
+fn kind_of(e: &IncomingEvent) -> (&'static str, &'static str) {
+    (e.kind.name(), e.channel.as_str())
 }

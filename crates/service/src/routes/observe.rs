@@ -2,7 +2,10 @@
 //! line with the method, the route pattern, the status, the time taken and, for a refused
 //! request, the reason it was given (`reason`), and a sample of the latency histogram. Never
 //! the query string (`GET /messenger` carries the verify token in it) and never the raw path
-//! (it may hold ids): a request that matched no route is `unmatched`.
+//! (it may hold ids): a request that matched no route is `unmatched`. The caller's trace id
+//! (`traceparent`, `X-Cloud-Trace-Context`) is on the span and the line (`telemetry` puts it
+//! where Cloud Logging reads it), and a handler that knows the conversation adds its `thread`
+//! (the user pseudonymized).
 
 use std::time::Instant;
 
@@ -15,6 +18,7 @@ use tracing_actix_web::RootSpanBuilder;
 
 use crate::app::Services;
 use crate::metrics::UNMATCHED_ROUTE;
+use crate::telemetry;
 
 /// The route pattern a request matched (`/messenger`), or `unmatched`.
 pub fn route_of(req: &HttpRequest) -> String {
@@ -25,19 +29,44 @@ pub fn route_of(req: &HttpRequest) -> String {
 /// When the request came in, for the time its log line shows.
 struct Started(Instant);
 
-/// The root span of every request: `request{method, path, status}`, `path` being the route
-/// pattern. The field keeps the name `path` that the request log line has always had.
+/// The caller's trace id, for the request's log line.
+struct Trace(String);
+
+/// The conversation the request is about, as logged (`telemetry::Pseudonyms::thread`).
+struct Thread(String);
+
+/// Tags the request with its conversation: its span (so every line logged while handling it)
+/// and its log line carry `thread`.
+pub fn record_thread(req: &HttpRequest, thread: String) {
+    Span::current().record("thread", thread.as_str());
+    req.extensions_mut().insert(Thread(thread));
+}
+
+/// The root span of every request: `request{method, path, status, trace_id, thread}`, `path`
+/// being the route pattern. The field keeps the name `path` that the request log line has
+/// always had.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         request.extensions_mut().insert(Started(Instant::now()));
-        tracing::info_span!(
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        let trace = telemetry::trace_id(header("traceparent"), header("x-cloud-trace-context"));
+        let span = tracing::info_span!(
             "request",
             method = %request.method(),
             path = %route_of(request.request()),
             status = field::Empty,
-        )
+            trace_id = field::Empty,
+            thread = field::Empty,
+        );
+        if let Some(trace) = trace {
+            span.record(telemetry::TRACE_ID, trace.as_str());
+            request.extensions_mut().insert(Trace(trace));
+        }
+        #[cfg(feature = "otel")]
+        crate::otel::continue_trace(&span, request.headers());
+        span
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
@@ -46,8 +75,8 @@ impl RootSpanBuilder for RequestSpan {
                 let status = response.status().as_u16();
                 span.record("status", status);
                 let req = response.request();
-                let ms = req
-                    .extensions()
+                let extensions = req.extensions();
+                let ms = extensions
                     .get::<Started>()
                     .map(|s| s.0.elapsed().as_millis() as u64);
                 // A refused request says why, as the caller was told (`json_error`).
@@ -56,8 +85,10 @@ impl RootSpanBuilder for RequestSpan {
                     .extensions()
                     .get::<super::Refusal>()
                     .map(|r| r.0.clone());
+                let trace_id = extensions.get::<Trace>().map(|t| t.0.as_str());
+                let thread = extensions.get::<Thread>().map(|t| t.0.as_str());
                 // A root event: the pretty format would repeat the span's fields before the
-                // line's own (the JSON format still lists the span under `spans`).
+                // line's own; so the line names the trace and thread itself.
                 tracing::info!(
                     parent: None,
                     method = %req.method(),
@@ -65,6 +96,8 @@ impl RootSpanBuilder for RequestSpan {
                     status,
                     ms,
                     reason,
+                    trace_id,
+                    thread,
                     "request"
                 );
             }
@@ -171,7 +204,8 @@ mod tests {
         for format in [LogFormat::Json, LogFormat::Pretty] {
             let logs = Captured::default();
             let sink = logs.clone();
-            let subscriber = crate::telemetry::subscriber(format, "trace", move || sink.clone());
+            let subscriber =
+                crate::telemetry::subscriber(format, "trace", None, move || sink.clone());
             let _guard = tracing::subscriber::set_default(subscriber);
             let service = test::init_service(app(web_data(&svc))).await;
             let ok = test::TestRequest::get()

@@ -10,6 +10,7 @@
 pub mod db;
 mod engine;
 mod events;
+mod gauges;
 mod migrations;
 mod queue;
 mod retention;

@@ -134,9 +134,9 @@ pub fn message(line: &Value) -> Option<&str> {
     line["message"].as_str()
 }
 
-/// A JSON log line's level (`INFO`, `WARN`, …).
-pub fn level(line: &Value) -> Option<&str> {
-    line["level"].as_str()
+/// A JSON log line's severity, as Cloud Logging reads it (`INFO`, `WARNING`, …).
+pub fn severity(line: &Value) -> Option<&str> {
+    line["severity"].as_str()
 }
 
 /// `pairs` as an owned environment.

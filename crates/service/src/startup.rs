@@ -21,7 +21,7 @@ use crate::dialogflow::auth::{AuthError, TokenSource, TokenSourceConfig};
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::metrics::Metrics;
 use crate::routes::observe::{RequestSpan, record_latency};
-use crate::routes::{MAX_BODY, fulfillment, health, messenger};
+use crate::routes::{MAX_BODY, admin, fulfillment, health, messenger};
 use crate::secret::Secret;
 use crate::store::{Backend, Store};
 use crate::time::now_ms;
@@ -147,6 +147,7 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let admin_on = data.settings.admin_token.is_some();
     App::new()
         .app_data(data)
         // Bodies are read whole (signatures cover the exact bytes); larger ones get a JSON 413.
@@ -159,6 +160,7 @@ pub fn app(
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .configure(|cfg| admin::configure(cfg, admin_on))
         .default_service(web::to(crate::routes::not_found))
 }
 

@@ -27,6 +27,11 @@ const SQLITE: Embedded = &[
         "facts and epochs",
         include_str!("../../migrations/sqlite/0002_facts_and_epochs.sql"),
     ),
+    (
+        3,
+        "threads by psid",
+        include_str!("../../migrations/sqlite/0003_threads_by_psid.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -39,6 +44,11 @@ const POSTGRES: Embedded = &[
         2,
         "facts and epochs",
         include_str!("../../migrations/postgres/0002_facts_and_epochs.sql"),
+    ),
+    (
+        3,
+        "threads by psid",
+        include_str!("../../migrations/postgres/0003_threads_by_psid.sql"),
     ),
 ];
 

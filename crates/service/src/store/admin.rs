@@ -59,7 +59,7 @@ pub struct AdminJob {
 #[derive(Clone, Debug)]
 pub enum Retry {
     /// Pending again, due now, its attempts reset; recorded in the thread's audit trail.
-    Retried(AdminJob),
+    Retried(Box<AdminJob>),
     NotFound,
     NotFailed(JobStatus),
     /// A job of no thread (the reconciler's, which the service queues again itself), or
@@ -207,7 +207,7 @@ fn retry_in(conn: &mut dyn Conn, id: i64, now: i64) -> Result<Retry, StoreError>
         &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
         params![id],
     )?;
-    Ok(Retry::Retried(admin_job(&row)?))
+    Ok(Retry::Retried(Box::new(admin_job(&row)?)))
 }
 
 impl Store {

@@ -2,7 +2,8 @@
 // The admin page: asks the admin API every few seconds with the token typed once (kept in
 // this tab's sessionStorage, sent only in the Authorization header) and shows conversations
 // with a person or on the way, and failed jobs. Everything is built with textContent: no
-// HTML from the API is ever parsed.
+// HTML from the API is ever parsed. Paths are relative to the page's own (`/admin`), so a
+// proxy that serves the service under a prefix serves the API calls under it too.
 (function () {
   const TOKEN_KEY = 'messenger-handover.admin-token';
   const STATES = 'HUMAN,PASSING,RETURNING';
@@ -144,7 +145,7 @@
     cell(row, notes.join('; '), 'attention');
     const actions = cell(row, '', 'actions');
     if (t.state === 'HUMAN' || t.state === 'PASSING') {
-      const path = '/admin/threads/' + encodeURIComponent(t.psid) + '/return?page=' +
+      const path = 'admin/threads/' + encodeURIComponent(t.psid) + '/return?page=' +
         encodeURIComponent(t.page_id);
       actions.appendChild(button('Give back to bot', 'give-back', async () => {
         const answer = await api('POST', path);
@@ -166,7 +167,7 @@
     cell(row, j.last_error || '', 'attention');
     const actions = cell(row, '', 'actions');
     actions.appendChild(button('Retry', 'retry', async () => {
-      await api('POST', '/admin/jobs/' + j.id + '/retry');
+      await api('POST', 'admin/jobs/' + j.id + '/retry');
       return 'Job ' + j.id + ' (' + j.kind + ') is queued again.';
     }));
     return row;
@@ -192,8 +193,8 @@
     loading = true;
     try {
       const [threads, jobs] = await Promise.all([
-        api('GET', '/admin/threads?state=' + STATES + '&limit=500'),
-        api('GET', '/admin/jobs?status=failed&limit=100'),
+        api('GET', 'admin/threads?state=' + STATES + '&limit=500'),
+        api('GET', 'admin/jobs?status=failed&limit=100'),
       ]);
       byId('login').hidden = true;
       byId('board').hidden = false;

@@ -638,6 +638,18 @@ async fn bad_actions_are_refused_and_change_nothing(db: Db) {
         400,
         "force",
     );
+    let handover = format!("/admin/threads/{PSID}/handover");
+    assert_refused(&post(&app, &handover, "[]").await, 400, "body");
+    assert_refused(
+        &post(&app, &handover, r#"{"note": "a\tb"}"#).await,
+        400,
+        "note",
+    );
+    assert_refused(
+        &post(&app, "/admin/threads/not%20an%20id/return", "").await,
+        400,
+        "psid",
+    );
     let thread = app.thread(PSID).await.unwrap();
     assert_eq!(thread.state, State::Human);
     assert_eq!(thread.epoch, 1);
@@ -751,6 +763,8 @@ async fn failed_jobs_are_listed_and_retried(db: Db) {
     assert_refused(&get(&app, "/admin/jobs?status=done").await, 400, "status");
     assert_refused(&get(&app, "/admin/jobs?status=stuck").await, 400, "status");
     assert_refused(&get(&app, "/admin/jobs?cursor=x").await, 400, "cursor");
+    assert_refused(&get(&app, "/admin/jobs?limit=0").await, 400, "limit");
+    assert_refused(&get(&app, "/admin/jobs?kind=pass").await, 400, "kind");
 
     // The thread_owner check works again: retried, it runs and is done.
     broken.heal();
@@ -884,3 +898,21 @@ async fn retries_that_cannot_be_are_refused(db: Db) {
     app.stop().await;
 }
 both_backends!(retries_that_cannot_be_are_refused);
+
+async fn a_store_that_is_down_is_a_503(db: Db) {
+    let (_world, app) = start(db, &[]).await;
+    put(&app, PAGE_ID, PSID, State::Human, 1_000).await;
+    app.store().close().await;
+    for got in [
+        get(&app, "/admin/threads").await,
+        get(&app, &format!("/admin/threads/{PSID}")).await,
+        post(&app, &format!("/admin/threads/{PSID}/return"), "").await,
+        get(&app, "/admin/jobs").await,
+        post(&app, "/admin/jobs/1/retry", "").await,
+    ] {
+        assert_eq!(got.0, 503, "{:?}", got.1);
+        assert_eq!(got.1["error"], "the store is not available; try again");
+    }
+    app.stop().await;
+}
+both_backends!(a_store_that_is_down_is_a_503);

@@ -4,8 +4,8 @@
 //!
 //! - **Decisions** (a handover or return action, a user's "back to bot", an agent's `#bot`,
 //!   the idle timeout, the inbox's request, an operator through the admin API) start a new
-//!   *epoch* of the thread. Jobs carry the
-//!   epoch they serve; when a newer decision arrives they are moot and are skipped.
+//!   *epoch* of the thread. Jobs carry the epoch they serve; when a newer decision arrives
+//!   they are moot and are skipped.
 //! - **Facts** say who owns the thread at some time: a handover event, a `standby` delivery or
 //!   an agent's echo (another app owns it), the answer of our own pass or take, `thread_owner`.
 //!   Every fact has a time. A fact newer than the state applies; one older than the state does

@@ -409,3 +409,15 @@ impl Store {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_columns_follow_the_threads_own() {
+        assert_eq!(THREAD_COLUMNS.split(',').count(), THREAD_WIDTH);
+        assert_eq!(JOB_COLUMNS.split(',').count(), 13);
+        assert_eq!(placeholders(3, 2), "$3, $4");
+    }
+}

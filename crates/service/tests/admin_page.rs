@@ -9,6 +9,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::db::Db;
 use common::emulated::Emulated;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
 use handover_core::State;
 use messenger_handover::demo::ANA;
 use serde_json::{Value, json};
@@ -156,7 +158,20 @@ async fn the_page_lists_a_human_thread_and_gives_it_back_to_the_bot() {
     world.handed_over(ANA).await;
     let driver = Driver::start(&chromedriver).await;
     let browser = driver.browser().await;
+    // The session is closed (and Chromium with it) whether the steps pass or panic.
+    let steps = AssertUnwindSafe(give_back_in_the_browser(&browser, &world))
+        .catch_unwind()
+        .await;
+    let closed = browser.close().await;
+    drop(driver);
+    world.stop().await;
+    if let Err(panic) = steps {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("the browser session closes");
+}
 
+async fn give_back_in_the_browser(browser: &Client, world: &Emulated) {
     browser
         .goto(&format!("{}/admin", world.base))
         .await
@@ -173,7 +188,7 @@ async fn the_page_lists_a_human_thread_and_gives_it_back_to_the_bot() {
         .unwrap();
     // The script ran (its hash is in the Content-Security-Policy) and listed the thread.
     let states = until("the thread in the list", || async {
-        Some(rows_of(&browser, ANA).await).filter(|s| !s.is_empty())
+        Some(rows_of(browser, ANA).await).filter(|s| !s.is_empty())
     })
     .await;
     assert_eq!(states, vec!["HUMAN".to_owned()]);
@@ -206,7 +221,7 @@ async fn the_page_lists_a_human_thread_and_gives_it_back_to_the_bot() {
     assert_eq!(world.welcomes(ANA), 1);
     // The list follows: the thread is no longer with a person.
     until("the list to drop the thread", || async {
-        rows_of(&browser, ANA).await.is_empty().then_some(())
+        rows_of(browser, ANA).await.is_empty().then_some(())
     })
     .await;
     let empty = browser.find(Locator::Id("threads-empty")).await.unwrap();
@@ -230,7 +245,4 @@ async fn the_page_lists_a_human_thread_and_gives_it_back_to_the_bot() {
         .await
         .unwrap();
     assert!(answer.as_str().unwrap().contains("messenger-handover"));
-    browser.close().await.unwrap();
-    drop(driver);
-    world.stop().await;
 }

@@ -80,6 +80,8 @@ pub enum ReturnReason {
     AgentTimeout,
     /// A return action reached `/fulfillment`, which answers the user itself.
     Fulfillment,
+    /// An operator, through the admin API.
+    Admin,
 }
 
 impl ReturnReason {

@@ -1,6 +1,7 @@
 //! messenger-handover: hands a Dialogflow Messenger bot's conversation to the Facebook Page
 //! Inbox and reliably takes it back, with the bot's Dialogflow contexts synced on return.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 #[cfg(feature = "demo")]

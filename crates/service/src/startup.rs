@@ -22,7 +22,7 @@ use crate::dialogflow::auth::{AuthError, TokenSource, TokenSourceConfig};
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::metrics::Metrics;
 use crate::routes::observe::{RequestSpan, record_latency};
-use crate::routes::{fulfillment, health, messenger, other_methods};
+use crate::routes::{admin, fulfillment, health, messenger, other_methods};
 use crate::secret::Secret;
 use crate::store::{Backend, Store};
 use crate::telemetry::Pseudonyms;
@@ -157,6 +157,7 @@ pub fn app(
             .route(handler)
             .default_service(other_methods("GET"))
     };
+    let admin_on = data.settings.admin_token.is_some();
     App::new()
         .app_data(data)
         .wrap(from_fn(crate::routes::body::hold_unread))
@@ -177,6 +178,7 @@ pub fn app(
         .service(get("/healthz", web::get().to(health::healthz)))
         .service(get("/readyz", web::get().to(health::readyz)))
         .service(get("/metrics", web::get().to(health::metrics)))
+        .configure(|cfg| admin::configure(cfg, admin_on))
         .default_service(web::to(crate::routes::not_found))
 }
 

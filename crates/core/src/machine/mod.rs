@@ -3,8 +3,9 @@
 //! Two kinds of input drive it:
 //!
 //! - **Decisions** (a handover or return action, a user's "back to bot", an agent's `#bot`,
-//!   the idle timeout, the inbox's request) start a new *epoch* of the thread. Jobs carry the
-//!   epoch they serve; when a newer decision arrives they are moot and are skipped.
+//!   the idle timeout, the inbox's request, an operator through the admin API) start a new
+//!   *epoch* of the thread. Jobs carry the epoch they serve; when a newer decision arrives
+//!   they are moot and are skipped.
 //! - **Facts** say who owns the thread at some time: a handover event, a `standby` delivery or
 //!   an agent's echo (another app owns it), the answer of our own pass or take, `thread_owner`.
 //!   Every fact has a time. A fact newer than the state applies; one older than the state does
@@ -17,6 +18,7 @@
 //! The worker feeds inputs of one thread through the store's row lock, so `decide` never sees
 //! two inputs of one thread at once; it may see them in any order.
 
+mod admin;
 mod calls;
 mod checks;
 mod events;
@@ -31,6 +33,8 @@ use crate::text::PhraseSet;
 use crate::thread::{Ask, ReturnReason, Snapshot, State, Thread};
 use crate::time::{DAY_MS, HOUR_MS};
 
+pub use admin::ADMIN_CAUSE;
+use admin::*;
 use calls::*;
 use checks::*;
 use events::*;
@@ -148,6 +152,15 @@ pub enum Input<'a> {
         generation: i64,
     },
     OwnerChecked(OwnerCheck),
+    /// An operator, through the admin API: back to the bot now (the usual take, context sync
+    /// and welcome). `note`: the operator's words for the audit trail.
+    AdminReturn {
+        note: Option<String>,
+    },
+    /// An operator, through the admin API: to the inbox now (a pass).
+    AdminHandover {
+        note: Option<String>,
+    },
 }
 
 /// What to store: the new thread, why (for the audit trail), jobs to add and pending jobs to cancel.
@@ -446,6 +459,8 @@ fn decide_state(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -
             }
         }
         Input::OwnerChecked(check) => owner_checked(&mut d, check, policy, now),
+        Input::AdminReturn { note } => admin_return(&mut d, note.as_deref(), policy, now),
+        Input::AdminHandover { note } => admin_handover(&mut d, note.as_deref(), policy, now),
     }
     d
 }

@@ -149,6 +149,7 @@ fn cause_of(before: &Thread, input: &Input<'_>, direction: Direction, policy: &P
             _ => by_fact,
         },
         Input::IdleCheck { .. } => Cause::IdleTimeout,
+        Input::AdminReturn { .. } | Input::AdminHandover { .. } => Cause::Admin,
         Input::OwnerChecked(check) if check.why == CheckWhy::Stuck => Cause::Reconciler,
         Input::OwnerChecked(check) => match (before.asked_in_doubt, check.why) {
             (Some(Ask::Handover), _) => Cause::Fulfillment,

@@ -1612,6 +1612,7 @@ fn thread_variants() -> Vec<Thread> {
             ReturnReason::Agent,
             ReturnReason::AgentTimeout,
             ReturnReason::Fulfillment,
+            ReturnReason::Admin,
         ] {
             let mut t = base.clone();
             t.return_reason = Some(reason);
@@ -1755,6 +1756,10 @@ fn non_event_inputs() -> Vec<Input<'static>> {
     }
     for generation in [T0, T0 - 1, 0, i64::MAX, i64::MIN] {
         inputs.push(Input::IdleCheck { generation });
+    }
+    for note in [None, Some("the customer called".to_owned())] {
+        inputs.push(Input::AdminReturn { note: note.clone() });
+        inputs.push(Input::AdminHandover { note });
     }
     inputs
 }
@@ -2310,4 +2315,243 @@ fn a_plain_turn_within_the_minute_is_covered_and_changes_only_the_time() {
         let again = decide(&first, &input, &p, later);
         assert_eq!(again.thread.last_user_msg_at, Some(later));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An operator's decisions (the admin API)
+// ---------------------------------------------------------------------------------------------
+
+fn admin_return() -> Input<'static> {
+    Input::AdminReturn { note: None }
+}
+
+fn admin_handover() -> Input<'static> {
+    Input::AdminHandover { note: None }
+}
+
+#[track_caller]
+fn assert_admin_cause(d: &Decision) {
+    let cause = d.cause.as_deref().unwrap_or_default();
+    assert!(cause.starts_with("admin: "), "{cause:?}");
+}
+
+/// What each admin input does in each state: the state after, the jobs, and whether a new
+/// epoch began (every admin decision that acts does, like the other decisions).
+#[test]
+fn admin_inputs_in_every_state() {
+    let take = take_soon();
+    let pass_now = pass_after(0);
+    let welcome = welcome_now(WelcomeKind::WelcomeBack);
+    let table: [(Input<'static>, State, State, Vec<String>, bool); 10] = [
+        (admin_return(), State::Bot, State::Bot, vec![], false),
+        (
+            admin_return(),
+            State::Passing,
+            State::Bot,
+            vec![sync_now(), welcome.clone()],
+            true,
+        ),
+        (
+            admin_return(),
+            State::Human,
+            State::Returning,
+            vec![take.clone()],
+            true,
+        ),
+        (
+            admin_return(),
+            State::Returning,
+            State::Returning,
+            vec![],
+            false,
+        ),
+        (
+            admin_return(),
+            State::Idle,
+            State::Returning,
+            vec![take],
+            true,
+        ),
+        (
+            admin_handover(),
+            State::Bot,
+            State::Passing,
+            vec![pass_now.clone()],
+            true,
+        ),
+        (
+            admin_handover(),
+            State::Passing,
+            State::Passing,
+            vec![],
+            false,
+        ),
+        (admin_handover(), State::Human, State::Human, vec![], false),
+        (
+            admin_handover(),
+            State::Returning,
+            State::Passing,
+            vec![pass_now.clone()],
+            true,
+        ),
+        (
+            admin_handover(),
+            State::Idle,
+            State::Passing,
+            vec![pass_now],
+            true,
+        ),
+    ];
+    for (input, from, to, expected_jobs, new_epoch) in table {
+        let before = thread(from);
+        let d = run(&before, input.clone());
+        let ctx = format!("{input:?} in {from:?}");
+        assert_eq!(d.thread.state, to, "{ctx}");
+        assert_eq!(jobs(&d), expected_jobs, "{ctx}");
+        assert_eq!(d.thread.epoch, before.epoch + i64::from(new_epoch), "{ctx}");
+        // Recorded in every case, acted on or not.
+        assert_admin_cause(&d);
+        if from == to {
+            assert_quiet(&d, &before);
+        } else {
+            assert_moved(&d, &before, to);
+        }
+        check_invariants(&before, &input, &policy(), NOW);
+    }
+}
+
+#[test]
+fn admin_return_from_human_takes_and_then_syncs_and_welcomes_back() {
+    let p = policy_with_idle(IDLE);
+    let mut before = thread(State::Human);
+    before.pending_welcome = Some(WelcomeKind::AgentTimeout);
+    let d = run_with(&before, admin_return(), &p, NOW);
+    assert_moved(&d, &before, State::Returning);
+    assert_eq!(jobs(&d), vec![take_soon()]);
+    assert_eq!(d.thread.return_reason, Some(ReturnReason::Admin));
+    assert_eq!(d.thread.pending_welcome, None);
+    assert_eq!(
+        names(&d.cancel),
+        vec!["send_welcome", "clear_handover_context", "sync_contexts"]
+    );
+    // The take lands: the usual sync and the welcome back (not the agent-timeout text).
+    let back = run_with(&d.thread, Input::TakeDone(done(&d.thread, Ok(()))), &p, NOW);
+    assert_eq!(back.thread.state, State::Bot);
+    assert_eq!(
+        jobs(&back),
+        vec![sync_now(), welcome_now(WelcomeKind::WelcomeBack)]
+    );
+    assert_eq!(back.thread.owner_app_id.as_deref(), Some(APP));
+    assert_eq!(back.thread.human_since, None);
+}
+
+#[test]
+fn admin_return_while_passing_cancels_the_pass_and_a_pass_that_lands_is_taken_back() {
+    let before = thread(State::Passing);
+    let d = run(&before, admin_return());
+    assert_moved(&d, &before, State::Bot);
+    assert_eq!(names(&d.cancel), vec!["pass"]);
+    assert_eq!(d.thread.owner_app_id.as_deref(), Some(APP));
+    assert_eq!(d.thread.return_reason, Some(ReturnReason::Admin));
+    // The pass of epoch 1 was already in flight and lands: taken back, for this return.
+    let landed = CallOutcome {
+        epoch: before.epoch,
+        started_at: NOW - 100,
+        result: Ok(()),
+    };
+    let after = run(&d.thread, Input::PassDone(landed));
+    assert_eq!(after.thread.state, State::Returning);
+    assert_eq!(jobs(&after), vec![take_now()]);
+}
+
+#[test]
+fn admin_handover_from_bot_passes_now_and_forgets_an_old_snapshot() {
+    let mut before = thread(State::Bot);
+    before.snapshot = Some(json!([{"name": "from-an-earlier-handover"}]).into());
+    before.last_error = Some("old".into());
+    let d = run(&before, admin_handover());
+    assert_moved(&d, &before, State::Passing);
+    assert_eq!(jobs(&d), vec![pass_after(0)]);
+    assert_eq!(d.thread.snapshot, None);
+    assert_eq!(d.thread.last_error, None);
+    // Then the ordinary path: the pass lands, the inbox has the thread.
+    let human = run(&d.thread, Input::PassDone(done(&d.thread, Ok(()))));
+    assert_eq!(human.thread.state, State::Human);
+    assert_eq!(human.thread.owner_app_id.as_deref(), Some(INBOX));
+}
+
+#[test]
+fn admin_handover_while_returning_cancels_the_take_and_keeps_the_snapshot() {
+    let mut before = thread(State::Returning);
+    let snapshot: Snapshot = json!([{"name": "order-followup"}]).into();
+    before.snapshot = Some(snapshot.clone());
+    let d = run(&before, admin_handover());
+    assert_moved(&d, &before, State::Passing);
+    assert_eq!(
+        names(&d.cancel),
+        vec!["take", "sync_contexts", "send_welcome"]
+    );
+    assert_eq!(d.thread.return_reason, None);
+    // Still the contexts of the handover this return would have ended.
+    assert_eq!(d.thread.snapshot, Some(snapshot));
+}
+
+#[test]
+fn admin_handover_of_a_thread_another_app_has_names_that_app() {
+    let mut before = thread(State::Human);
+    before.owner_app_id = Some(OTHER_APP.into());
+    let d = run(&before, admin_handover());
+    assert_quiet(&d, &before);
+    let cause = d.cause.unwrap();
+    assert!(cause.contains(OTHER_APP), "{cause}");
+    let inbox = run(&thread(State::Human), admin_handover());
+    assert!(inbox.cause.unwrap().contains("the inbox has the thread"));
+}
+
+#[test]
+fn an_admin_decision_supersedes_what_the_user_asked_while_in_doubt() {
+    // The user asked for a person while the owner was in doubt; the operator gives the
+    // thread back to the bot: thread_owner's answer must not pass it on afterwards.
+    let mut before = thread(State::Human);
+    before.owner_in_doubt = true;
+    before.asked_in_doubt = Some(Ask::Handover);
+    let d = run(&before, admin_return());
+    assert_eq!(d.thread.asked_in_doubt, None);
+    let answered = run(
+        &d.thread,
+        Input::OwnerChecked(OwnerCheck {
+            owner: Owner::App(INBOX.into()),
+            why: CheckWhy::Doubt,
+            started_at: NOW - 100,
+        }),
+    );
+    assert_eq!(answered.thread.state, State::Returning);
+    assert!(
+        !answered
+            .jobs
+            .iter()
+            .any(|j| matches!(j.payload, JobPayload::Pass { .. })),
+        "{answered:#?}"
+    );
+}
+
+#[test]
+fn the_operators_note_is_in_the_cause() {
+    let d = run(
+        &thread(State::Human),
+        Input::AdminReturn {
+            note: Some("  customer called  ".into()),
+        },
+    );
+    assert_eq!(
+        d.cause.as_deref(),
+        Some("admin: back to the bot (note: customer called)")
+    );
+    let blank = run(
+        &thread(State::Bot),
+        Input::AdminHandover {
+            note: Some(" ".into()),
+        },
+    );
+    assert_eq!(blank.cause.as_deref(), Some("admin: to the inbox"));
 }

@@ -110,6 +110,8 @@ settings! {
     FULFILLMENT_PASSWORD: Account, Secret, Optional("none");
     /// `Authorization: Bearer` token for `/fulfillment`, at least 16 characters; this or `FULFILLMENT_USERNAME` + `FULFILLMENT_PASSWORD` is required unless `FULFILLMENT_AUTH=none`.
     FULFILLMENT_TOKEN: Account, Secret, Optional("none");
+    /// `Authorization: Bearer` token of the admin API and page (`/admin`), at least 16 characters; compared in constant time. Unset, every `/admin` route answers 404.
+    ADMIN_TOKEN: Deployment, Secret, Optional("none (admin off)");
     /// How the service is connected to Messenger (above); `bridge` is planned (refused by `serve` for now).
     MESSENGER_MODE: Account, Choice(&["companion", "bridge"]), Default("companion");
     /// Retry schedule: exponential from this base, capped at 15 min (1 min for passes and takes), with jitter; `Retry-After` and Graph's rate-limit codes (4, 17, 32, 613, HTTP 429) wait longer.

@@ -124,6 +124,8 @@ pub struct Settings {
     pub context_on_return: ContextOnReturn,
     pub dialogflow: Option<DialogflowSettings>,
     pub fulfillment_auth: FulfillmentAuth,
+    /// `None`: the admin API and page are off (their routes do not exist).
+    pub admin_token: Option<Secret>,
     pub messenger_mode: MessengerMode,
     pub job_retry_base_ms: u64,
     pub job_max_attempts: u32,
@@ -228,6 +230,16 @@ impl Settings {
         let context_on_return = r.choice(&CONTEXT_ON_RETURN);
         let dialogflow = dialogflow_settings(&mut r);
         let fulfillment_auth = fulfillment_auth(&mut r);
+        let admin_token = r.secret(&ADMIN_TOKEN);
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().chars().count() < 16)
+        {
+            r.problem(
+                &ADMIN_TOKEN,
+                "shorter than 16 characters; use a long random value",
+            );
+        }
         let messenger_mode = r.choice(&MESSENGER_MODE);
         let job_retry_base_ms = r.number(&JOB_RETRY_BASE_MS);
         let job_max_attempts = r.number(&JOB_MAX_ATTEMPTS);
@@ -286,6 +298,7 @@ impl Settings {
             context_on_return,
             dialogflow,
             fulfillment_auth,
+            admin_token,
             messenger_mode,
             job_retry_base_ms,
             job_max_attempts,

@@ -85,15 +85,18 @@ impl BodyError {
         }
     }
 
-    /// A JSON error. The rest of the body is not read, so the connection is closed after it
-    /// ([`hold_unread`]): a client that stalls is not given the chance to go on.
-    pub fn response(&self) -> HttpResponse {
-        let status = match self {
+    pub fn status(&self) -> StatusCode {
+        match self {
             BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Stalled(_) | BodyError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             BodyError::Broken(_) => StatusCode::BAD_REQUEST,
-        };
-        json_error(status, self.to_string())
+        }
+    }
+
+    /// A JSON error. The rest of the body is not read, so the connection is closed after it
+    /// ([`hold_unread`]): a client that stalls is not given the chance to go on.
+    pub fn response(&self) -> HttpResponse {
+        json_error(self.status(), self.to_string())
     }
 }
 

@@ -1,5 +1,6 @@
 //! HTTP handlers: thin, they parse, authenticate and hand over to the store and state machine.
 
+pub mod admin;
 pub mod body;
 pub mod conn;
 pub mod fulfillment;

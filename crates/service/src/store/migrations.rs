@@ -32,6 +32,11 @@ const SQLITE: Embedded = &[
         "claimable jobs",
         include_str!("../../migrations/sqlite/0003_claimable_jobs.sql"),
     ),
+    (
+        4,
+        "threads by psid",
+        include_str!("../../migrations/sqlite/0004_threads_by_psid.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -49,6 +54,11 @@ const POSTGRES: Embedded = &[
         3,
         "claimable jobs",
         include_str!("../../migrations/postgres/0003_claimable_jobs.sql"),
+    ),
+    (
+        4,
+        "threads by psid",
+        include_str!("../../migrations/postgres/0004_threads_by_psid.sql"),
     ),
 ];
 

@@ -7,6 +7,7 @@
 //! outside share transactions and disk syncs (group commit). Each backend has its own
 //! migrations (`migrations`).
 
+mod admin;
 pub mod db;
 mod engine;
 mod events;
@@ -20,6 +21,7 @@ mod turns;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use admin::{AdminJob, AdminThread, Retry, ThreadCursor};
 pub use engine::WritesPaused;
 pub use events::IngestReport;
 pub use queue::{CLAIM_PLAN_POSTGRES, ClaimedJob, Finish, JobRow, JobStatus, claim_statement};

@@ -36,6 +36,9 @@ macro_rules! stuck_no_job {
     };
 }
 
+/// The same, for queries elsewhere in the store (`admin`).
+pub(super) const THREAD_COLUMNS: &str = thread_columns!();
+
 const SELECT_THREAD: &str = concat!(
     "SELECT ",
     thread_columns!(),
@@ -54,7 +57,7 @@ const INSERT_THREAD: &str = concat!(
     thread_columns!()
 );
 
-fn thread_from_row(row: &Row) -> Result<Thread, StoreError> {
+pub(super) fn thread_from_row(row: &Row) -> Result<Thread, StoreError> {
     let state = row.text(2)?;
     Ok(Thread {
         account_id: row.text(0)?,

@@ -9,7 +9,7 @@ use crate::config::ContextOnReturn;
 use crate::dialogflow::api::DialogflowError;
 use crate::jobs::backoff;
 use crate::messenger::graph::{GraphError, MessagingType, ThreadOwner};
-use crate::store::{ClaimedJob, Finish, Retention, StoreError};
+use crate::store::{ClaimedJob, Finish, Mark, Retention, StoreError};
 use crate::time::now_ms;
 use handover_core::jobs::{CheckWhy, JobPayload, WelcomeKind};
 use handover_core::machine::CLOCK_SKEW_MS;
@@ -294,6 +294,17 @@ async fn process_event(
     }
 }
 
+/// The thread changed between the job's read of it and the call (a newer handover or return,
+/// or a fact): the call is not made; the job runs again at once and decides anew.
+fn replan(job: &ClaimedJob) -> Finish {
+    Finish::Retry {
+        run_at: now_ms(),
+        error: "the thread changed just before the call; deciding again".into(),
+        // An earlier attempt's call stays in doubt.
+        in_doubt: job.in_doubt,
+    }
+}
+
 /// How long an in-doubt call waits for the thread's received events to be applied.
 const FACTS_FIRST_WAIT_MS: i64 = 200;
 
@@ -386,8 +397,14 @@ async fn thread_control(
             Ok(None) => {}
         }
     }
-    if !svc.store.mark_in_doubt(job).await? {
-        return Ok(Outcome::LostLease);
+    match svc
+        .store
+        .mark_in_doubt(job, control.waiting_state(), epoch)
+        .await?
+    {
+        Mark::Marked => {}
+        Mark::Moot => return finish(svc, job, replan(job)).await,
+        Mark::LostLease => return Ok(Outcome::LostLease),
     }
     let result = match control {
         Control::Pass { target, metadata } => {
@@ -539,8 +556,10 @@ async fn send_welcome(
         WelcomeKind::AgentTimeout => &svc.settings.agent_timeout_message,
         WelcomeKind::HandoverFailed => &svc.settings.handover_failed_message,
     };
-    if !svc.store.mark_in_doubt(job).await? {
-        return Ok(Outcome::LostLease);
+    match svc.store.mark_in_doubt(job, State::Bot, epoch).await? {
+        Mark::Marked => {}
+        Mark::Moot => return finish(svc, job, replan(job)).await,
+        Mark::LostLease => return Ok(Outcome::LostLease),
     }
     let result = svc
         .graph

@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use admin::{AdminJob, AdminThread, Retry, ThreadCursor};
 pub use engine::WritesPaused;
 pub use events::IngestReport;
-pub use queue::{CLAIM_PLAN_POSTGRES, ClaimedJob, Finish, JobRow, JobStatus, claim_statement};
+pub use queue::{
+    CLAIM_PLAN_POSTGRES, ClaimedJob, Finish, JobRow, JobStatus, Mark, claim_statement,
+};
 pub use retention::{BATCH as RETENTION_BATCH, Pruned, Retention};
 pub use threads::TransitionRow;
 

@@ -9,6 +9,7 @@
 use super::db::{Conn, Row, Value, params};
 use super::engine::WriteKind;
 use super::{Backend, Store, StoreError};
+use handover_core::State;
 use handover_core::event::IncomingEvent;
 use handover_core::jobs::{JobKind, JobPayload, events_lane};
 use handover_core::thread::thread_key;
@@ -61,6 +62,17 @@ pub struct JobRow {
     pub last_error: Option<String>,
     pub run_at: i64,
     pub created_at: i64,
+}
+
+/// What `mark_in_doubt` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// Marked: make the call.
+    Marked,
+    /// The thread moved on since the job read it: the call is moot.
+    Moot,
+    /// This worker no longer holds the job.
+    LostLease,
 }
 
 /// How a run ended.
@@ -397,17 +409,44 @@ impl Store {
 
     /// Records, before a call whose effect is not idempotent, that its outcome is in doubt
     /// until the run finishes: a crash during the call, even of the machine, leaves the mark
-    /// for the next run.
-    pub async fn mark_in_doubt(&self, job: &ClaimedJob) -> Result<bool, StoreError> {
+    /// for the next run. Marked only while the thread is still as the call expects it (`state`
+    /// and `epoch`, read before): a decision that moved it on since (a new handover or return)
+    /// makes the call moot, and it is not made.
+    pub async fn mark_in_doubt(
+        &self,
+        job: &ClaimedJob,
+        state: State,
+        epoch: i64,
+    ) -> Result<Mark, StoreError> {
         let (id, worker) = (job.id, job.worker_id.clone());
+        let (page, psid) = (job.page_id.clone(), job.psid.clone());
         self.engine
             .write(WriteKind::DURABLE, move |conn| {
-                let changed = conn.execute(
+                let marked = conn.execute(
                     "UPDATE jobs SET in_doubt = 1 WHERE id = $1 AND locked_by = $2 \
-                     AND status = 'running'",
+                     AND status = 'running' AND EXISTS (SELECT 1 FROM threads t \
+                       WHERE t.page_id = $3 AND t.psid = $4 AND t.state = $5 AND t.epoch = $6)",
+                    params![
+                        id,
+                        worker.as_str(),
+                        page.as_deref(),
+                        psid.as_deref(),
+                        state.as_str(),
+                        epoch
+                    ],
+                )?;
+                if marked == 1 {
+                    return Ok(Mark::Marked);
+                }
+                let held = conn.query_opt(
+                    "SELECT 1 FROM jobs WHERE id = $1 AND locked_by = $2 AND status = 'running'",
                     params![id, worker.as_str()],
                 )?;
-                Ok(changed == 1)
+                Ok(if held.is_some() {
+                    Mark::Moot
+                } else {
+                    Mark::LostLease
+                })
             })
             .await
     }

@@ -1,0 +1,65 @@
+//! The job queue's guards around a call: what a worker may do with a job it holds.
+
+mod common;
+
+use common::db::{Db, TestDb};
+use handover_core::jobs::{JobPayload, WelcomeKind};
+use handover_core::{Decision, State, Thread};
+use messenger_handover::store::{Mark, Store};
+use messenger_handover::time::now_ms;
+
+const PAGE_ID: &str = "958823367603818";
+const PSID: &str = "7100000000000001";
+
+async fn put(store: &Store, state: State, epoch: i64) {
+    let now = now_ms();
+    store
+        .apply(PAGE_ID, PSID, now, move |t: &Thread| {
+            let mut t = t.clone();
+            t.state = state;
+            t.epoch = epoch;
+            Decision::set(t, "test", vec![])
+        })
+        .await
+        .unwrap();
+}
+
+/// A welcome's job read the thread as BOT in epoch 1; a new handover (epoch 2) commits before
+/// its call. The in-doubt mark, which precedes every call, finds the thread moved on: no call
+/// is made. On a thread as the job read it, the mark is made; and a job the worker no longer
+/// holds is not marked at all.
+async fn a_call_is_not_made_once_the_thread_moved_on(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let now = now_ms();
+    put(&store, State::Bot, 1).await;
+    let welcome = JobPayload::SendWelcome {
+        welcome: WelcomeKind::WelcomeBack,
+        epoch: 1,
+    };
+    store
+        .enqueue(Some((PAGE_ID, PSID)), &welcome, now, now)
+        .await
+        .unwrap();
+    let job = store.claim("w1", 1, 60_000, now).await.unwrap().remove(0);
+    put(&store, State::Passing, 2).await;
+    assert_eq!(
+        store.mark_in_doubt(&job, State::Bot, 1).await.unwrap(),
+        Mark::Moot
+    );
+    put(&store, State::Bot, 1).await;
+    assert_eq!(
+        store.mark_in_doubt(&job, State::Bot, 1).await.unwrap(),
+        Mark::Marked
+    );
+    let mut other = job.clone();
+    other.worker_id = "w2".into();
+    assert_eq!(
+        store.mark_in_doubt(&other, State::Bot, 1).await.unwrap(),
+        Mark::LostLease
+    );
+    store.close().await;
+}
+
+both_backends!(a_call_is_not_made_once_the_thread_moved_on);

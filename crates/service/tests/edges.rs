@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::app::*;
 use common::mocks::{accept_posts, graph_ok};
+use common::process::{self, Process};
 use handover_core::jobs::JobPayload;
 use messenger_handover::messenger::signature;
 use serde_json::{Value, json};
@@ -685,19 +685,7 @@ async fn short_secrets_stay_out_of_errors_and_logs_which_stay_readable() {
     );
     assert!(!stderr.contains("etaoins"), "{stderr}");
 
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .env_clear()
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut logs = String::new();
-        stderr.read_to_string(&mut logs).map(|_| logs)
-    });
+    let service = Process::spawn(&["serve"], &process::env(&env));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     wait_for("the service to come up", || {
@@ -772,10 +760,7 @@ async fn short_secrets_stay_out_of_errors_and_logs_which_stay_readable() {
         }
     })
     .await;
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let status = child.wait().unwrap();
-    let logs = reader.join().unwrap().unwrap();
-    assert!(status.success(), "{status:?}\n{logs}");
+    let logs = service.stop().await;
 
     for secret in secrets {
         assert!(!logs.contains(secret), "{secret:?} in the logs:\n{logs}");

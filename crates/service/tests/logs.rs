@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::db::{Db, TestDb};
+use common::process::Process;
 use handover_emulator::{Emulator, EmulatorConfig, PAGE_INBOX_APP_ID};
 use hmac::{Hmac, KeyInit, Mac};
 use messenger_handover::config::KNOWN_SETTINGS;
@@ -18,7 +17,6 @@ use messenger_handover::messenger::signature;
 use serde_json::Value;
 use sha2::Sha256;
 
-const BIN: &str = env!("CARGO_BIN_EXE_messenger-handover");
 const USER: &str = "7003000000000001";
 const VERIFY_TOKEN: &str = "verify-token-never-logged-5d1c";
 const FULFILLMENT_TOKEN: &str = "fulfillment-token-never-logged-77ab";
@@ -49,45 +47,23 @@ fn pseudonym(app_secret: &str, psid: &str) -> String {
     hex::encode(mac(&key, psid.as_bytes()))[..16].to_owned()
 }
 
-/// The service binary, its logs read while it runs (a full pipe would block it).
+/// The service binary and the address it serves on.
 struct Service {
-    child: Child,
-    logs: std::thread::JoinHandle<String>,
+    process: Process,
     base: String,
 }
 
 impl Service {
     fn start(env: Vec<(String, String)>, port: u16) -> Service {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .env_clear()
-            .envs(env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let mut stderr = child.stderr.take().unwrap();
-        let logs = std::thread::spawn(move || {
-            let mut logs = String::new();
-            let _ = stderr.read_to_string(&mut logs);
-            logs
-        });
         Service {
-            child,
-            logs,
+            process: Process::spawn(&["serve"], &env),
             base: format!("http://127.0.0.1:{port}"),
         }
     }
 
     /// SIGTERM, then everything it logged.
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let status = self.child.wait().unwrap();
-        let logs = self.logs.join().unwrap();
-        assert!(status.success(), "stopped with {status:?}:\n{logs}");
-        logs
+    async fn stop(self) -> String {
+        self.process.stop().await
     }
 }
 
@@ -207,7 +183,7 @@ async fn a_whole_conversation_logs_no_secret_and_no_clear_psid(db: Db) {
     wait_metric(&http, &base, "handover_jobs_due", 0.0).await;
     assert_eq!(emulator.errors(), Vec::<String>::new());
 
-    let logs = service.stop();
+    let logs = service.stop().await;
     emulator.stop().await;
     db.close().await;
 

@@ -90,6 +90,15 @@ impl Process {
         }
     }
 
+    /// SIGTERM, then waits for a clean exit (asserted) and returns everything it logged.
+    pub async fn stop(mut self) -> String {
+        self.signal("TERM");
+        let (status, _) = self.wait_exit().await;
+        let logs = self.logs();
+        assert!(status.success(), "stopped with {status:?}:\n{logs}");
+        logs
+    }
+
     /// Sends `signal` (`TERM`, `INT`, `KILL`).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

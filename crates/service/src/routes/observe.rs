@@ -136,46 +136,28 @@ pub async fn record_latency(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use actix_web::test;
 
     use crate::config::{LogFormat, RawSettings, Settings};
     use crate::startup::{app, build_services};
     use crate::store::Store;
+    use crate::telemetry::tests::Captured;
 
     const VERIFY_TOKEN: &str = "verify-token-never-logged";
 
-    /// Collects everything the subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        /// What was written, without the colours of the pretty format.
-        fn text(&self) -> String {
-            let raw = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-            let mut text = String::with_capacity(raw.len());
-            let mut chars = raw.chars();
-            while let Some(c) = chars.next() {
-                if c == '\x1b' {
-                    chars.by_ref().find(|c| *c == 'm');
-                } else {
-                    text.push(c);
-                }
+    /// What was written, without the colours of the pretty format.
+    fn text_of(captured: &Captured) -> String {
+        let raw = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        let mut text = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                chars.by_ref().find(|c| *c == 'm');
+            } else {
+                text.push(c);
             }
-            text
         }
+        text
     }
 
     async fn services(dir: &std::path::Path) -> crate::app::Shared {
@@ -225,7 +207,7 @@ mod tests {
             assert_eq!(test::call_service(&service, unknown).await.status(), 404);
             drop(service);
 
-            let text = logs.text();
+            let text = text_of(&logs);
             for leak in [
                 VERIFY_TOKEN,
                 "wrong-guess-never-logged",

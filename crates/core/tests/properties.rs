@@ -896,7 +896,7 @@ proptest! {
     #[test]
     fn the_hash_counts(word in "[a-z]{1,8}") {
         let hashed = PhraseSet::new(&[format!("#{word}")]);
-        let plain = PhraseSet::new(&[word.clone()]);
+        let plain = PhraseSet::new(std::slice::from_ref(&word));
         let shouted = format!(" #{}. ", word.to_uppercase());
         let with_hash = format!("#{word}");
         prop_assert!(hashed.matches(&shouted));

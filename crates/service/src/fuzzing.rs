@@ -230,8 +230,11 @@ pub fn settings(data: &[u8]) {
     }
 }
 
+/// What a target runs on one input.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `fuzz/fuzz_targets/` and `fixtures/fuzz/` name them.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("messenger_delivery", messenger_delivery),
     ("fulfillment_request", fulfillment_request),
     ("admin_inputs", admin_inputs),

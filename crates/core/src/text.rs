@@ -4,16 +4,20 @@
 //! BOT! " and "back to bot" match. `#` is kept: an agent's `#bot` must not match a plain "bot".
 
 pub fn normalize(text: &str) -> String {
-    let ascii = deunicode::deunicode(text).to_lowercase();
-    let mut out = String::with_capacity(ascii.len());
-    for word in ascii
-        .split(|c: char| c.is_whitespace() || (c.is_ascii_punctuation() && c != '#'))
-        .filter(|w| !w.is_empty())
-    {
-        if !out.is_empty() {
-            out.push(' ');
+    let mut out = String::with_capacity(text.len());
+    // Split into words before transliterating: after a non-ASCII character deunicode drops
+    // control characters, so "báck\tto\tbot" would become one word.
+    for piece in text.split(|c: char| c.is_whitespace() || c.is_control()) {
+        let ascii = deunicode::deunicode(piece).to_lowercase();
+        for word in ascii
+            .split(|c: char| c.is_whitespace() || (c.is_ascii_punctuation() && c != '#'))
+            .filter(|w| !w.is_empty())
+        {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(word);
         }
-        out.push_str(word);
     }
     out
 }
@@ -59,6 +63,17 @@ mod tests {
         for text in ["back to the bot please", "bot", "", "!!!"] {
             assert!(!set.matches(text), "{text}");
         }
+    }
+
+    /// Found by the property tests: a tab or newline after an accented letter glued two
+    /// words together.
+    #[test]
+    fn tabs_and_newlines_separate_words_after_accents_too() {
+        let set = PhraseSet::new(&["back to bot"]);
+        for text in ["báck\tto\tbot", "bäck\nto bot", "Báck\r\nto\u{0}bot"] {
+            assert!(set.matches(text), "{text:?}");
+        }
+        assert_eq!(normalize("á\thvwuqfj"), "a hvwuqfj");
     }
 
     #[test]

@@ -8,12 +8,16 @@ pub mod config;
 pub mod demo;
 pub mod dialogflow;
 pub mod doctor;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod jobs;
 pub mod limits;
 pub mod messenger;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(test)]
+mod properties;
 pub mod routes;
 pub mod secret;
 pub mod shutdown;

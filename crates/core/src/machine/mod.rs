@@ -324,6 +324,7 @@ fn decide_state(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -
                     // The bot still owns the thread: this answer is the welcome. If the pass
                     // is already in flight and lands, its outcome takes the thread back.
                     let epoch = d.new_epoch();
+                    supersede_asked_in_doubt(&mut d);
                     d.cancel.push(JobKind::Pass);
                     d.thread.owner_app_id = Some(policy.app_id.clone());
                     d.thread.return_reason = Some(ReturnReason::Fulfillment);
@@ -339,9 +340,10 @@ fn decide_state(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -
                     );
                 }
                 State::Bot => {
-                    // Already back: only a welcome still owed for this return is given, here
-                    // (the queued or kept one is then skipped).
-                    if thread.notified_epoch < thread.epoch {
+                    // Already back: only a welcome kept for the user's next message is given,
+                    // here. One still owed without being kept has its job queued or under
+                    // way (its Send API call may be in flight): that job gives it, once.
+                    if thread.notified_epoch < thread.epoch && thread.pending_welcome.is_some() {
                         d.thread.pending_welcome = None;
                         d.thread.notified_epoch = thread.epoch;
                         d.welcome_in_band = true;

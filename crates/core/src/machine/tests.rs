@@ -2555,3 +2555,105 @@ fn the_operators_note_is_in_the_cause() {
     );
     assert_eq!(blank.cause.as_deref(), Some("admin: to the inbox"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Found by the property tests (tests/properties.rs)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_fulfillment_return_while_the_welcome_job_is_under_way_is_no_second_welcome() {
+    // Back with the bot after a take: the welcome job is queued, or its Send API call is in
+    // flight (the thread cannot tell). The user's return action meanwhile is not welcomed
+    // again in its answer: the job gives the welcome, once.
+    let back = thread(State::Bot);
+    assert!(back.notified_epoch < back.epoch && back.pending_welcome.is_none());
+    let return_action = || Input::ReturnByFulfillment {
+        session: SESSION.into(),
+        heard_at: None,
+    };
+    let d = run(&back, return_action());
+    assert!(!d.welcome_in_band);
+    assert_eq!(d.thread.notified_epoch, back.notified_epoch);
+    assert!(matches!(
+        welcome_plan(&d.thread, back.epoch, NOW),
+        WelcomePlan::Send
+    ));
+    // A welcome kept for the user's next message (no job under way) is this answer.
+    let mut kept = back.clone();
+    kept.pending_welcome = Some(WelcomeKind::WelcomeBack);
+    let d = run(&kept, return_action());
+    assert!(d.welcome_in_band);
+    assert_eq!(d.thread.notified_epoch, kept.epoch);
+    assert_eq!(d.thread.pending_welcome, None);
+}
+
+#[test]
+fn a_request_after_one_kept_in_doubt_supersedes_it() {
+    // With the inbox, a handover action around the time it got the thread: kept until
+    // thread_owner answers. Then the user taps "back to bot": a take.
+    let human = thread(State::Human);
+    let asked = run(
+        &human,
+        Input::Handover {
+            session: SESSION.into(),
+            snapshot: json!([]).into(),
+            asked_at: Some(T0),
+        },
+    );
+    assert_eq!(asked.thread.asked_in_doubt, Some(Ask::Handover));
+    let tapped = on(&asked.thread, &postback(Channel::Messaging, "BACK_TO_BOT"));
+    assert_eq!(tapped.thread.state, State::Returning);
+    assert_eq!(tapped.thread.asked_in_doubt, None);
+    // Meta answers that the bot has the thread: back with the bot, not passed again.
+    let d = run(
+        &tapped.thread,
+        Input::OwnerChecked(OwnerCheck {
+            owner: Owner::App(APP.into()),
+            why: CheckWhy::HandoverAsked,
+            started_at: NOW,
+        }),
+    );
+    assert_eq!(d.thread.state, State::Bot);
+    assert!(
+        !d.jobs
+            .iter()
+            .any(|j| matches!(j.payload, JobPayload::Pass { .. })),
+        "{:?}",
+        jobs(&d)
+    );
+}
+
+#[test]
+fn a_handover_asked_in_doubt_after_a_confirmed_return_queues_no_moot_welcome() {
+    // With the inbox; a take naming the bot that cannot be placed, then a handover action
+    // around then: both wait for thread_owner. It says the bot has the thread: the return
+    // happened, and the handover asked meanwhile passes to the inbox. The return's sync and
+    // welcome are moot: not queued with the pass.
+    let human = thread(State::Human);
+    let mut take = take_event(Some(APP));
+    take.timestamp_ms = T0;
+    let doubt = on(&human, &take);
+    assert!(doubt.thread.owner_in_doubt);
+    let asked = run(
+        &doubt.thread,
+        Input::Handover {
+            session: SESSION.into(),
+            snapshot: json!([]).into(),
+            asked_at: Some(T0),
+        },
+    );
+    assert_eq!(asked.thread.asked_in_doubt, Some(Ask::Handover));
+    let d = run(
+        &asked.thread,
+        Input::OwnerChecked(OwnerCheck {
+            owner: Owner::App(APP.into()),
+            why: CheckWhy::HandedBack,
+            started_at: NOW,
+        }),
+    );
+    assert_eq!(d.thread.state, State::Passing);
+    assert_eq!(jobs(&d), vec![pass_after(0)]);
+    for job in &d.jobs {
+        assert!(!d.cancel.contains(&job.payload.kind()));
+    }
+}

@@ -64,6 +64,7 @@ pub(super) fn user_asks_for_bot(
             // reason marks a BOT reached by cancelling a pass: if that pass was already in
             // flight and lands, the thread is taken back.)
             let epoch = d.new_epoch();
+            supersede_asked_in_doubt(d);
             d.cancel.push(JobKind::Pass);
             d.thread.return_reason = Some(ReturnReason::User);
             d.thread.pending_welcome = None;
@@ -86,6 +87,21 @@ pub(super) fn user_asks_for_bot(
     }
 }
 
+/// A new handover or return asked for now supersedes what was asked while the owner was in
+/// doubt: once `thread_owner` answers, the older request must not undo the newer one (found by
+/// the property tests: a handover asked in doubt, then "back to bot", passed to the inbox).
+pub(super) fn supersede_asked_in_doubt(d: &mut Decision) {
+    d.thread.asked_in_doubt = None;
+}
+
+/// Jobs this very decision queued before it started a new epoch that makes them moot (a
+/// return that `thread_owner` confirmed, then the handover asked meanwhile): not queued at
+/// all, so no decision queues a welcome or a sync for a thread it leaves in PASSING (found by
+/// the property tests).
+fn drop_own_jobs(d: &mut Decision, kinds: &[JobKind]) {
+    d.jobs.retain(|j| !kinds.contains(&j.payload.kind()));
+}
+
 /// A new handover: pass to the inbox after `delay_ms`.
 pub(super) fn start_pass(
     d: &mut Decision,
@@ -96,13 +112,15 @@ pub(super) fn start_pass(
     cause: &str,
 ) {
     let epoch = d.new_epoch();
+    supersede_asked_in_doubt(d);
     d.thread.return_reason = None;
     d.thread.pending_welcome = None;
     d.thread.last_error = None;
     // The return this handover replaces is moot.
-    d.cancel
-        .extend([JobKind::Take, JobKind::SyncContexts, JobKind::SendWelcome]);
+    let moot = [JobKind::Take, JobKind::SyncContexts, JobKind::SendWelcome];
+    d.cancel.extend(moot);
     d.cancel.retain(|kind| *kind != JobKind::Pass);
+    drop_own_jobs(d, &moot);
     d.job(NewJob::after(pass_job(policy, epoch), delay_ms));
     d.to(State::Passing, at, now, policy, cause);
 }
@@ -120,16 +138,18 @@ pub(super) fn start_take(
     cause: &str,
 ) {
     let epoch = d.new_epoch();
+    supersede_asked_in_doubt(d);
     d.thread.return_reason = Some(reason);
     d.thread.pending_welcome = None;
-    d.cancel.extend([
+    let moot = [
         JobKind::SendWelcome,
         JobKind::ClearHandoverContext,
         JobKind::SyncContexts,
-    ]);
+    ];
+    d.cancel.extend(moot);
     // A stay in HUMAN that this very decision began and ended needs no idle timer.
-    d.jobs
-        .retain(|j| !matches!(j.payload, JobPayload::IdleCheck { .. }));
+    drop_own_jobs(d, &[JobKind::IdleCheck]);
+    drop_own_jobs(d, &moot);
     // Earlier work of this decision may have cancelled pending takes: this one stays.
     d.cancel.retain(|kind| *kind != JobKind::Take);
     d.job(NewJob::after(take_job(cause, epoch), policy.pass_delay_ms));

@@ -71,19 +71,24 @@ impl RawSettings {
                 path.display()
             )]
         })?;
+        self.merge_toml(&text, &path.display().to_string())
+    }
+
+    /// The settings of a `--config` file's text; `origin` names the file in problems.
+    pub fn merge_toml(&mut self, text: &str, origin: &str) -> Result<(), Vec<String>> {
         let table: toml::Table = text
             .parse()
-            .map_err(|e| vec![format!("--config {}: not valid TOML: {e}", path.display())])?;
+            .map_err(|e| vec![format!("--config {origin}: not valid TOML: {e}")])?;
         let mut problems = Vec::new();
         let mut seen = Vec::new();
         for (key, value) in table {
             let name = key.to_ascii_uppercase();
             let Some(spec) = find(&name) else {
-                problems.push(format!("{name}: unknown setting in {}", path.display()));
+                problems.push(format!("{name}: unknown setting in {origin}"));
                 continue;
             };
             if seen.contains(&name) {
-                problems.push(spec.problem(format!("set twice in {}", path.display())));
+                problems.push(spec.problem(format!("set twice in {origin}")));
                 continue;
             }
             seen.push(name.clone());

@@ -276,9 +276,10 @@ impl WebhookRequest {
     pub fn messenger_timestamp(&self) -> Option<i64> {
         let ts = self.messenger_event()?.get("timestamp")?;
         let ms = ts.as_i64().or_else(|| ts.as_str()?.trim().parse().ok())?;
-        // Seconds are not what Meta sends here, but cost nothing to accept.
+        // Seconds are not what Meta sends here, but cost nothing to accept. Saturating: an
+        // absurd negative number overflowed (found by the property tests).
         Some(if ms < 1_000_000_000_000 {
-            ms * 1000
+            ms.saturating_mul(1000)
         } else {
             ms
         })
@@ -877,5 +878,25 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    /// Found by the property tests: a timestamp of absurd seconds overflowed.
+    #[test]
+    fn any_timestamp_gets_an_answer() {
+        for (ts, expected) in [
+            (json!(i64::MIN), i64::MIN),
+            (json!(-10_000_000_000_000_000i64), i64::MIN),
+            (json!("-9223372036854776"), i64::MIN),
+            (json!(1_515_189_036i64), 1_515_189_036_000),
+            (json!(1_515_189_036_665i64), 1_515_189_036_665),
+        ] {
+            let body = json!({
+                "session": "projects/p/agent/sessions/s",
+                "queryResult": {},
+                "originalDetectIntentRequest": {"payload": {"data": {"timestamp": ts}}},
+            });
+            let request = WebhookRequest::parse(body.to_string().as_bytes()).unwrap();
+            assert_eq!(request.messenger_timestamp(), Some(expected), "{ts}");
+        }
     }
 }

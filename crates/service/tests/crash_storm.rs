@@ -63,7 +63,9 @@ async fn crash_storm(db: Db) {
     let scripted = secs(started);
 
     emulator.set_chaos(Chaos::default());
-    let store = Store::connect(&test_db.url).await.expect("the test reads the store");
+    let store = Store::connect(&test_db.url)
+        .await
+        .expect("the test reads the store");
     let quiet = quiesce(&emulator, &store, &psids).await;
     let (violations, text) = check_users(&emulator, &store, &binary.model(), &psids).await;
     let (passes, passes_ok) = emulator.call_count("pass_thread_control");
@@ -86,7 +88,10 @@ async fn crash_storm(db: Db) {
         "{} violation(s):\n{text}",
         violations.len()
     );
-    assert!(binary.restarts > 0 || kills == 0, "the storm killed nothing");
+    assert!(
+        binary.restarts > 0 || kills == 0,
+        "the storm killed nothing"
+    );
     test_db.close().await;
 }
 both_backends!(crash_storm);

@@ -963,10 +963,7 @@ pub async fn quiesce_on(
             .await;
         let mut busy = false;
         for p in psids {
-            let jobs = store
-                .jobs_for(&page, p)
-                .await
-                .unwrap_or_default();
+            let jobs = store.jobs_for(&page, p).await.unwrap_or_default();
             if jobs
                 .iter()
                 .any(|j| matches!(j.status, JobStatus::Pending | JobStatus::Running))

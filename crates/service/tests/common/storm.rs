@@ -19,7 +19,7 @@ pub struct Binary {
     process: Option<Process>,
     env: Vec<(String, String)>,
     emulator: Emulator,
-    token: String,
+    pub token: String,
     pub port: u16,
     pub restarts: u32,
     pub settings: Settings,
@@ -141,7 +141,9 @@ pub async fn check_users(
             continue;
         }
         if all.len() < 20 {
-            text.push_str(&format!("════ user {p}: service {state:?}, owner {owner:?}\n"));
+            text.push_str(&format!(
+                "════ user {p}: service {state:?}, owner {owner:?}\n"
+            ));
             for v in &found {
                 text.push_str(&format!("✗ {}: {}\n", v.invariant, v.detail));
             }

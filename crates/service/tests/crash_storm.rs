@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::chaos::{self as model};
 use common::db::{Db, TestDb};
-use common::storm::{Binary, check_users, knob, quiesce, secs};
+use common::storm::{Binary, check_users, connect_store, knob, quiesce, secs, storm_settings};
 use handover_emulator::{Chaos, Emulator, EmulatorConfig};
-use messenger_handover::store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -30,9 +29,8 @@ async fn crash_storm(db: Db) {
     let started = Instant::now();
     let test_db = TestDb::new(db).await;
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let owned = model::settings(seed);
-    let mut overrides: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    overrides.push(("AGENT_IDLE_TIMEOUT_SECS", "0"));
+    let owned = storm_settings(seed);
+    let overrides: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut binary = Binary::start(&emulator, &test_db.url, &overrides).await;
     let psids: Vec<String> = (0..users).map(|u| model::psid(seed, u)).collect();
     emulator.set_chaos(model::chaos_for(seed));
@@ -63,9 +61,7 @@ async fn crash_storm(db: Db) {
     let scripted = secs(started);
 
     emulator.set_chaos(Chaos::default());
-    let store = Store::connect(&test_db.url)
-        .await
-        .expect("the test reads the store");
+    let store = connect_store(&test_db.url).await;
     let quiet = quiesce(&emulator, &store, &psids).await;
     let (violations, text) = check_users(&emulator, &store, &binary.model(), &psids).await;
     let (passes, passes_ok) = emulator.call_count("pass_thread_control");

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use common::chaos::{self as model};
 use common::db::{Db, TestDb};
-use common::storm::{Binary, check_users, percentiles, quiesce, secs};
+use common::storm::{
+    Binary, check_users, connect_store, percentiles, quiesce, secs, storm_settings,
+};
 use handover_emulator::{Chaos, Emulator, EmulatorConfig};
 use messenger_handover::messenger::signature::sign;
-use messenger_handover::store::{JobStatus, Store};
+use messenger_handover::store::JobStatus;
 use serde_json::json;
 
 const USERS: usize = 40;
@@ -76,9 +78,8 @@ async fn every_job_ends_once(db: Db) {
     let started = Instant::now();
     let test_db = TestDb::new(db).await;
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let owned = model::settings(seed);
-    let mut overrides: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    overrides.push(("AGENT_IDLE_TIMEOUT_SECS", "0"));
+    let owned = storm_settings(seed);
+    let overrides: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut binary = Binary::start(&emulator, &test_db.url, &overrides).await;
     let cfg = emulator.config();
     let psids: Vec<String> = (0..USERS).map(|u| model::psid(seed, u)).collect();
@@ -114,9 +115,7 @@ async fn every_job_ends_once(db: Db) {
     let tokens = emulator.call_count("oauth.token");
 
     emulator.set_chaos(Chaos::default());
-    let store = Store::connect(&test_db.url)
-        .await
-        .expect("the test reads the store");
+    let store = connect_store(&test_db.url).await;
     let quiet = quiesce(&emulator, &store, &psids).await;
     let (violations, text) = check_users(&emulator, &store, &binary.model(), &psids).await;
     let mut by_status = std::collections::BTreeMap::<String, usize>::new();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::chaos::{self as model};
 use common::db::{Db, TestDb, with_conn};
-use common::storm::{Binary, knob, secs};
+use common::storm::{Binary, knob, secs, storm_settings};
 use handover_emulator::{Emulator, EmulatorConfig};
 use messenger_handover::messenger::signature::sign;
 use serde_json::json;
@@ -116,9 +116,8 @@ async fn steady_load_stays_bounded(db: Db) {
     let seed = 9;
     let test_db = TestDb::new(db).await;
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let owned = model::settings(seed);
-    let mut overrides: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    overrides.push(("AGENT_IDLE_TIMEOUT_SECS", "0"));
+    let owned = storm_settings(seed);
+    let overrides: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut binary = Binary::start(&emulator, &test_db.url, &overrides).await;
     let cfg = emulator.config();
     let pid = binary.pid().expect("running");

@@ -96,6 +96,35 @@ impl Binary {
     }
 }
 
+/// The chaos model's settings for `seed`, without the idle timeout, and with a pass delay
+/// that holds on a loaded machine: the emulated integration must send its handover reply
+/// before the pass (else the Send API refuses it, an I5 violation that is the test's timing,
+/// not the service's); with a few hundred users on 2 cores a fulfillment answer took 371 ms.
+pub fn storm_settings(seed: u64) -> Vec<(&'static str, String)> {
+    let mut settings = model::settings(seed);
+    settings.retain(|(k, _)| !matches!(*k, "AGENT_IDLE_TIMEOUT_SECS" | "HANDOVER_PASS_DELAY_MS"));
+    settings.push(("AGENT_IDLE_TIMEOUT_SECS", "0".into()));
+    settings.push(("HANDOVER_PASS_DELAY_MS", "800".into()));
+    settings
+}
+
+/// The test's own connection to the binary's store, retried for a while: on a PostgreSQL
+/// server shared with other tests, connection slots can be briefly exhausted (the killed
+/// processes' connections are closed by the server a moment later).
+pub async fn connect_store(url: &str) -> Store {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Store::connect(url).await {
+            Ok(store) => return store,
+            Err(e) if Instant::now() < deadline => {
+                println!("connecting to the store: {e:?}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the test cannot read the store: {e:?}"),
+        }
+    }
+}
+
 /// Quiesces (chaos must be off), giving the reconciler its window once if a thread is stuck
 /// in PASSING/RETURNING; false if jobs or deliveries were still pending at the end.
 pub async fn quiesce(emulator: &Emulator, store: &Store, psids: &[String]) -> bool {

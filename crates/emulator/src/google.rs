@@ -27,6 +27,15 @@ fn header(req: &HttpRequest, name: &str) -> Option<String> {
 fn issue(inner: &Inner, how: &str) -> HttpResponse {
     let token = format!("ya29.emulated-{}", random_hex(16));
     let mut st = inner.lock();
+    if st.token_outage {
+        st.record(
+            "service",
+            "oauth.token",
+            format!("{how} → 503 (outage)"),
+            false,
+        );
+        return google_error(503, "UNAVAILABLE", "The service is currently unavailable.");
+    }
     st.tokens.insert(token.clone());
     st.record(
         "service",

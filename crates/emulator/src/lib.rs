@@ -682,6 +682,21 @@ impl Emulator {
 
     // ── Chaos: fault injection ──────────────────────────────────────────────────────────
 
+    /// Google's OAuth token endpoint and the metadata server answer 503 while `down`.
+    pub fn set_token_outage(&self, down: bool) {
+        let mut st = self.inner.lock();
+        st.token_outage = down;
+        st.record("chaos", "set_token_outage", down.to_string(), true);
+    }
+
+    /// Calls of `call` (as the log names them: `pass_thread_control`, `oauth.token`, …)
+    /// recorded so far, and how many of them succeeded.
+    pub fn call_count(&self, call: &str) -> (usize, usize) {
+        let st = self.inner.lock();
+        let all: Vec<_> = st.log.iter().filter(|e| e.call == call).collect();
+        (all.len(), all.iter().filter(|e| e.ok).count())
+    }
+
     /// Turns fault injection on (or off, with `Chaos::default()`), and reseeds its dice.
     /// Companion deliveries already pooled are still delivered (with their delays).
     pub fn set_chaos(&self, chaos: Chaos) {

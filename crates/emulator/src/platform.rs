@@ -176,6 +176,8 @@ pub(crate) struct State {
     seq: u64,
     pub chaos: Chaos,
     pub dice: Dice,
+    /// Google's token endpoints answer 503 while set (an outage of the OAuth service).
+    pub token_outage: bool,
 }
 
 impl State {
@@ -194,6 +196,7 @@ impl State {
             seq: 0,
             chaos: Chaos::default(),
             dice: Dice::new(0),
+            token_outage: false,
         }
     }
 

@@ -39,6 +39,11 @@ impl RawSettings {
         self.values.get(key).map(String::as_str)
     }
 
+    /// Every value, by name (e.g. to pass them on as a child process's environment).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The optional TOML file, then the process environment on top; every problem at once.
     pub fn load(config_file: Option<&Path>) -> Result<Self, Vec<String>> {
         let mut raw = Self::default();

@@ -135,9 +135,13 @@ pub struct Model {
 
 impl Model {
     pub fn of(world: &World) -> Model {
-        let s = &world.services.settings;
+        Model::from_settings(&world.services.settings, world.emulator.config().bot_app_id)
+    }
+
+    /// The model of a service running with `s` whose bot app is `bot`.
+    pub fn from_settings(s: &messenger_handover::config::Settings, bot: String) -> Model {
         Model {
-            bot: world.emulator.config().bot_app_id,
+            bot,
             welcome_texts: vec![
                 s.welcome_back_message.clone(),
                 s.agent_timeout_message.clone(),
@@ -764,7 +768,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, o: &Tally) {
+    pub fn add(&mut self, o: &Tally) {
         self.handovers += o.handovers;
         self.changes_of_mind += o.changes_of_mind;
         self.user_back_phrase += o.user_back_phrase;
@@ -787,7 +791,7 @@ pub fn psid(seed: u64, user: usize) -> String {
 /// truth, from the emulator), as a person in front of Messenger or the inbox would: the user
 /// asks for the bot only while someone else has the thread (or right after asking for a
 /// person, a change of mind before the pass), the agent hands back only what the inbox owns.
-async fn user_script(
+pub async fn user_script(
     emu: Emulator,
     psid: String,
     seed: u64,
@@ -936,26 +940,30 @@ impl RunReport {
 /// Waits until the emulator has delivered everything and the service has no pending or
 /// running job for any user, and nothing happened for a while; false after `max`.
 async fn quiesce(world: &World, psids: &[String], max: Duration) -> bool {
+    quiesce_on(&world.emulator, &world.services.store, psids, max).await
+}
+
+/// [`quiesce`] for a service known by its store (e.g. a child process's database).
+pub async fn quiesce_on(
+    emulator: &Emulator,
+    store: &messenger_handover::store::Store,
+    psids: &[String],
+    max: Duration,
+) -> bool {
     let deadline = Instant::now() + max;
-    let page = world.page_id();
+    let page = emulator.config().page_id;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return false;
         }
-        world.emulator.drain(left).await;
-        world
-            .emulator
+        emulator.drain(left).await;
+        emulator
             .settle(Duration::from_millis(300), Duration::from_secs(5))
             .await;
         let mut busy = false;
         for p in psids {
-            let jobs = world
-                .services
-                .store
-                .jobs_for(&page, p)
-                .await
-                .unwrap_or_default();
+            let jobs = store.jobs_for(&page, p).await.unwrap_or_default();
             if jobs
                 .iter()
                 .any(|j| matches!(j.status, JobStatus::Pending | JobStatus::Running))
@@ -964,7 +972,7 @@ async fn quiesce(world: &World, psids: &[String], max: Duration) -> bool {
                 break;
             }
         }
-        if !busy && world.emulator.drain(Duration::from_millis(1)).await {
+        if !busy && emulator.drain(Duration::from_millis(1)).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

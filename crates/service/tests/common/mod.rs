@@ -6,6 +6,7 @@ pub mod google;
 pub mod graph_api;
 pub mod mocks;
 pub mod process;
+pub mod storm;
 
 /// Tests build HTTP clients directly: install the one TLS provider (rustls with ring) before
 /// any test runs, as the service's own startup does.

@@ -55,6 +55,38 @@ pub enum CheckWhy {
     UserAsked,
 }
 
+/// What an agent notification (`NOTIFY_WEBHOOK_URL`) tells the team.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum NoticeEvent {
+    /// The user is with the Page Inbox now (our pass landed, or the inbox took the thread).
+    HandedToInbox,
+    /// A handover could not happen: the bot kept the user, who was told so.
+    HandoverFailed,
+    /// The user has waited `NOTIFY_WAITING_SECS` with a human and no agent reply.
+    Waiting,
+    /// The bot has the conversation again.
+    ReturnedToBot,
+}
+
+impl NoticeEvent {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Effect jobs carry the `epoch` of the handover or return they serve: when the thread has
 /// moved on to a newer one, the job is moot and is skipped. (`serde(default)`: payloads
 /// queued by an older version still decode.)
@@ -101,6 +133,26 @@ pub enum JobPayload {
     },
     /// Periodic, one per deployment: find stuck threads, prune old rows.
     Reconcile,
+    /// POST an agent notification to `NOTIFY_WEBHOOK_URL`. What it says is fixed when the
+    /// decision is made (`at`, the decision's time), so a late delivery still tells the truth
+    /// of its moment; never moot.
+    Notify {
+        event: NoticeEvent,
+        epoch: i64,
+        at: i64,
+        /// Who or what moved the conversation, when the decision knows (`Cause`'s names).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
+        /// How long the user had waited (`waiting`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waited_ms: Option<i64>,
+        /// Why a handover failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The waiting timer of one unanswered stretch with a human (identified by when the user
+    /// began to wait).
+    WaitingCheck { since: i64 },
 }
 
 /// The kinds of job, by the name the store keeps in its `kind` column.
@@ -126,6 +178,8 @@ pub enum JobKind {
     IdleCheck,
     CheckOwner,
     Reconcile,
+    Notify,
+    WaitingCheck,
 }
 
 impl JobKind {
@@ -156,6 +210,8 @@ impl JobPayload {
             Self::IdleCheck { .. } => JobKind::IdleCheck,
             Self::CheckOwner { .. } => JobKind::CheckOwner,
             Self::Reconcile => JobKind::Reconcile,
+            Self::Notify { .. } => JobKind::Notify,
+            Self::WaitingCheck { .. } => JobKind::WaitingCheck,
         }
     }
 
@@ -165,23 +221,35 @@ impl JobPayload {
         matches!(self, Self::ProcessEvent { .. })
     }
 
+    /// Agent notifications and their waiting timer run in a lane of their own: a notification
+    /// endpoint that is down never holds a handover back, nor a Graph outage a notification.
+    pub fn is_notice(&self) -> bool {
+        matches!(self, Self::Notify { .. } | Self::WaitingCheck { .. })
+    }
+
     /// The queue's ordering key for this job of the thread `thread_key`: jobs with one key run
-    /// one at a time, in the order they were due. Each thread has two lanes: events (facts,
-    /// applied as soon as they arrive) and effects (Graph and Dialogflow calls, in order: pass
-    /// before take, sync before welcome), so a call retried through an outage never holds the
-    /// thread's facts back.
+    /// one at a time, in the order they were due. Each thread has three lanes: events (facts,
+    /// applied as soon as they arrive), effects (Graph and Dialogflow calls, in order: pass
+    /// before take, sync before welcome) and notices, so a call retried through an outage
+    /// never holds the thread's facts back, and a notification never holds a call back.
     pub fn lane(&self, thread_key: &str) -> String {
         if self.is_event() {
             events_lane(thread_key)
+        } else if self.is_notice() {
+            format!("{thread_key}#notify")
         } else {
             thread_key.to_owned()
         }
     }
 
     /// The name of which at most one unfinished job may be queued: one `thread_owner` check
-    /// per thread.
+    /// and one waiting timer per thread.
     pub fn singleton(&self, thread_key: &str) -> Option<String> {
-        matches!(self, Self::CheckOwner { .. }).then(|| format!("check_owner:{thread_key}"))
+        match self {
+            Self::CheckOwner { .. } => Some(format!("check_owner:{thread_key}")),
+            Self::WaitingCheck { .. } => Some(format!("waiting_check:{thread_key}")),
+            _ => None,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub mod time;
 pub mod turns;
 
 pub use machine::{
-    CallOutcome, Decision, Failure, Input, Owner, OwnerCheck, Policy, WelcomePlan, call_metadata,
-    decide, welcome_plan,
+    CallOutcome, Decision, Failure, Input, NotifyPolicy, Owner, OwnerCheck, Policy, WelcomePlan,
+    call_metadata, decide, welcome_plan,
 };
 pub use thread::{ReturnReason, State, Thread};

@@ -138,6 +138,9 @@ pub struct Thread {
     pub returned_at: Option<i64>,
     /// What the user asked for while the owner was in doubt, to do once `thread_owner` answers.
     pub asked_in_doubt: Option<Ask>,
+    /// With a human: since when the user has waited for an agent's reply (from the handover,
+    /// or their first message after the agent's last one); `None` when an agent answered.
+    pub waiting_since: Option<i64>,
 }
 
 /// A user's request that waits for `thread_owner`.
@@ -188,6 +191,7 @@ impl Thread {
             owner_in_doubt: false,
             returned_at: None,
             asked_in_doubt: None,
+            waiting_since: None,
         }
     }
 

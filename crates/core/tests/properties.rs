@@ -11,15 +11,15 @@
 //!
 //! `PROPTEST_CASES=5000 cargo test -p handover-core --test properties` runs more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use handover_core::event::{Channel, EventKind, IncomingEvent};
-use handover_core::jobs::{CheckWhy, JobKind, JobPayload, WelcomeKind};
+use handover_core::jobs::{CheckWhy, JobKind, JobPayload, NoticeEvent, WelcomeKind};
 use handover_core::text::PhraseSet;
 use handover_core::time::{DAY_MS, HOUR_MS};
 use handover_core::{
-    CallOutcome, Decision, Failure, Input, Owner, OwnerCheck, Policy, State, Thread, WelcomePlan,
-    call_metadata, decide, welcome_plan,
+    CallOutcome, Decision, Failure, Input, NotifyPolicy, Owner, OwnerCheck, Policy, State, Thread,
+    WelcomePlan, call_metadata, decide, welcome_plan,
 };
 use proptest::prelude::*;
 
@@ -43,6 +43,11 @@ fn policy(idle_timeout_ms: i64, standby_means_not_bot: bool) -> Policy {
         pass_delay_ms: 1_500,
         stuck_after_ms: 300_000,
         standby_means_not_bot,
+        // On, so every run also checks what the notices say.
+        notify: NotifyPolicy {
+            enabled: true,
+            waiting_ms: 60_000,
+        },
     }
 }
 
@@ -243,6 +248,8 @@ struct Run {
     messages: BTreeMap<i64, usize>,
     /// Takes queued per epoch, not counting the reconciler's retakes.
     takes: BTreeMap<i64, usize>,
+    /// Waits with a human a `waiting` notice was queued for (by their start).
+    waits_noticed: BTreeSet<i64>,
     log: Vec<String>,
 }
 
@@ -260,6 +267,7 @@ impl Run {
             our_events: Vec::new(),
             messages: BTreeMap::new(),
             takes: BTreeMap::new(),
+            waits_noticed: BTreeSet::new(),
             log: Vec::new(),
         }
     }
@@ -351,7 +359,34 @@ impl Run {
                         }
                     }
                 }
+                // A notice tells the truth of the decision that queued it, once.
+                JobPayload::Notify {
+                    event, waited_ms, ..
+                } => {
+                    let told = match event {
+                        NoticeEvent::HandedToInbox => {
+                            after.state == State::Human && before.state != State::Human
+                        }
+                        NoticeEvent::ReturnedToBot | NoticeEvent::HandoverFailed => {
+                            after.state == State::Bot && before.state != State::Bot
+                        }
+                        NoticeEvent::Waiting => {
+                            let since = after.waiting_since;
+                            after.state == State::Human
+                                && waited_ms.is_some_and(|w| w >= self.policy.notify.waiting_ms)
+                                && since.is_some_and(|s| self.waits_noticed.insert(s))
+                        }
+                    };
+                    if !told {
+                        return Err(self.fail(&format!("a {event:?} notice that is not true")));
+                    }
+                }
                 _ => {}
+            }
+        }
+        if after.state == State::Human && after.last_agent_msg_at > before.last_agent_msg_at {
+            if after.waiting_since.is_some() {
+                return Err(self.fail("an agent answered, yet the user still waits"));
             }
         }
         if d.welcome_in_band {
@@ -364,8 +399,13 @@ impl Run {
         self.queued
             .retain(|j| !d.cancel.contains(&j.payload.kind()));
         for job in d.jobs {
-            if job.payload.kind() == JobKind::CheckOwner && self.has_job(JobKind::CheckOwner) {
+            // The store's singletons: one owner check, one waiting timer per thread.
+            let kind = job.payload.kind();
+            if matches!(kind, JobKind::CheckOwner | JobKind::WaitingCheck) && self.has_job(kind) {
                 continue;
+            }
+            if job.payload.kind() == JobKind::Notify {
+                continue; // checked above; it changes nothing in the thread
             }
             self.queued.push(QueuedJob {
                 payload: job.payload,
@@ -624,6 +664,9 @@ impl Run {
             }
             JobPayload::IdleCheck { generation } => {
                 return self.apply(&Input::IdleCheck { generation }, false);
+            }
+            JobPayload::WaitingCheck { since } => {
+                return self.apply(&Input::WaitingCheck { since }, false);
             }
             JobPayload::CheckOwner { why } => Running::Check {
                 why,

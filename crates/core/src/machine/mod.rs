@@ -23,12 +23,13 @@ mod calls;
 mod checks;
 mod events;
 mod facts;
+mod notices;
 mod report;
 mod transitions;
 mod welcome;
 
 use crate::event::{Channel, EventKind, IncomingEvent};
-use crate::jobs::{CheckWhy, JobKind, JobPayload, NewJob, WelcomeKind};
+use crate::jobs::{CheckWhy, JobKind, JobPayload, NewJob, NoticeEvent, WelcomeKind};
 use crate::text::PhraseSet;
 use crate::thread::{Ask, ReturnReason, Snapshot, State, Thread};
 use crate::time::{DAY_MS, HOUR_MS};
@@ -40,6 +41,7 @@ use checks::*;
 use events::*;
 pub use facts::call_metadata;
 use facts::*;
+pub use notices::NotifyPolicy;
 pub use report::{Cause, Direction, Handover};
 use transitions::*;
 pub use welcome::{WelcomePlan, welcome_plan};
@@ -69,6 +71,8 @@ pub struct Policy {
     /// app for both), so a `standby` delivery means another app owns the thread. In companion
     /// mode the companion gets every user message on `standby`, whoever owns the thread.
     pub standby_means_not_bot: bool,
+    /// Agent notifications (`NOTIFY_*`); off by default.
+    pub notify: NotifyPolicy,
 }
 
 /// A failed Graph API call, as the state machine needs to know it.
@@ -150,6 +154,10 @@ pub enum Input<'a> {
     },
     IdleCheck {
         generation: i64,
+    },
+    /// The waiting timer of the user's wait that began at `since` (agent notifications).
+    WaitingCheck {
+        since: i64,
     },
     OwnerChecked(OwnerCheck),
     /// An operator, through the admin API: back to the bot now (the usual take, context sync
@@ -250,6 +258,7 @@ pub fn decide(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -> 
     let mut d = decide_state(thread, input, policy, now);
     d.handover = report::handover_of(thread, input, &d, policy);
     d.human_stay_ms = report::human_stay_ended(thread, &d, now);
+    notices::add(thread, &mut d, policy, now);
     d
 }
 
@@ -460,6 +469,8 @@ fn decide_state(thread: &Thread, input: &Input<'_>, policy: &Policy, now: i64) -
                 ));
             }
         }
+        // The timer's own start is not needed: the thread says which wait is under way.
+        Input::WaitingCheck { .. } => notices::waiting_check(&mut d, policy, now),
         Input::OwnerChecked(check) => owner_checked(&mut d, check, policy, now),
         Input::AdminReturn { note } => admin_return(&mut d, note.as_deref(), policy, now),
         Input::AdminHandover { note } => admin_handover(&mut d, note.as_deref(), policy, now),

@@ -160,6 +160,7 @@ fn cause_of(before: &Thread, input: &Input<'_>, direction: Direction, policy: &P
         },
         Input::PassDone(_)
         | Input::TakeDone(_)
+        | Input::WaitingCheck { .. }
         | Input::WelcomeSent { .. }
         | Input::WelcomeDeferred { .. }
         | Input::WelcomeUnknown { .. } => by_fact,
@@ -202,6 +203,7 @@ mod tests {
             pass_delay_ms: 0,
             stuck_after_ms: 300_000,
             standby_means_not_bot: false,
+            notify: Default::default(),
         }
     }
 

@@ -48,6 +48,7 @@ fn policy_with_idle(idle_timeout_ms: i64) -> Policy {
         pass_delay_ms: PASS_DELAY,
         stuck_after_ms: 300_000,
         standby_means_not_bot: true,
+        notify: Default::default(),
     }
 }
 
@@ -302,10 +303,14 @@ fn assert_quiet(d: &Decision, before: &Thread) {
 /// Like `assert_quiet`, and the thread is byte-for-byte the same except for the fields a
 /// user's message always refreshes.
 #[track_caller]
+/// Untouched but the user's time and, with a human, the start of their wait for an agent.
 fn assert_untouched_but_user_time(d: &Decision, before: &Thread) {
     assert_quiet(d, before);
     let mut expected = before.clone();
     expected.last_user_msg_at = d.thread.last_user_msg_at;
+    if before.state == State::Human && before.waiting_since.is_none() {
+        expected.waiting_since = Some(NOW);
+    }
     assert_eq!(d.thread, expected);
 }
 

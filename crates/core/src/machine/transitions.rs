@@ -235,6 +235,9 @@ pub(super) fn became_bot(
             } else {
                 WelcomeKind::WelcomeBack
             };
+            // This job gives the welcome: one kept from earlier in the return (deferred while
+            // the take ran) must not also be given in-band (found by the property tests).
+            d.thread.pending_welcome = None;
             d.job(NewJob::now(JobPayload::SendWelcome { welcome, epoch }));
         }
     }

@@ -384,10 +384,11 @@ impl Run {
                 _ => {}
             }
         }
-        if after.state == State::Human && after.last_agent_msg_at > before.last_agent_msg_at {
-            if after.waiting_since.is_some() {
-                return Err(self.fail("an agent answered, yet the user still waits"));
-            }
+        if after.state == State::Human
+            && after.last_agent_msg_at > before.last_agent_msg_at
+            && after.waiting_since.is_some()
+        {
+            return Err(self.fail("an agent answered, yet the user still waits"));
         }
         if d.welcome_in_band {
             if after.state != State::Bot {

@@ -8,10 +8,11 @@ use crate::config::Settings;
 use crate::dialogflow::SessionSync;
 use crate::messenger::graph::GraphClient;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::store::Store;
 use crate::telemetry::Pseudonyms;
-use handover_core::Policy;
 use handover_core::text::PhraseSet;
+use handover_core::{NotifyPolicy, Policy};
 
 pub struct Services {
     pub settings: Settings,
@@ -19,6 +20,8 @@ pub struct Services {
     pub graph: GraphClient,
     /// `None` when `DIALOGFLOW_PROJECT_ID` is not set: context sync is off.
     pub dialogflow: Option<Arc<dyn SessionSync>>,
+    /// `None` when `NOTIFY_WEBHOOK_URL` is not set: no agent notifications.
+    pub notifier: Option<Notifier>,
     /// Shared with the store's writer, which may run a decision after the request's task.
     pub policy: Arc<Policy>,
     pub metrics: Metrics,
@@ -41,5 +44,12 @@ pub fn policy_from(settings: &Settings) -> Policy {
         pass_delay_ms: settings.handover_pass_delay_ms as i64,
         stuck_after_ms: (settings.stuck_after_secs as i64) * 1000,
         standby_means_not_bot: settings.fb_webhook_app_id == settings.fb_app_id,
+        notify: NotifyPolicy {
+            enabled: settings.notify.is_some(),
+            waiting_ms: settings
+                .notify
+                .as_ref()
+                .map_or(0, |n| n.waiting_secs as i64 * 1000),
+        },
     }
 }

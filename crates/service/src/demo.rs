@@ -163,8 +163,10 @@ impl World {
                 .await
                 .unwrap_or_default();
             let busy = jobs.iter().any(|j| {
+                // Timers are not work left to do.
                 matches!(j.status, JobStatus::Pending | JobStatus::Running)
                     && j.kind != "idle_check"
+                    && j.kind != "waiting_check"
             });
             if !busy {
                 self.emulator.flush().await;

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod limits;
 pub mod messenger;
 pub mod metrics;
+pub mod notify;
 #[cfg(feature = "otel")]
 pub mod otel;
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
 use handover_core::Decision;
-use handover_core::jobs::JobKind;
+use handover_core::jobs::{JobKind, NoticeEvent};
 use handover_core::machine::{Cause, Direction};
 use metrics::{
     Recorder, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
@@ -33,6 +33,7 @@ const GRAPH_CALLS: &str = "handover_graph_calls_total";
 const DIALOGFLOW_CALLS: &str = "handover_dialogflow_calls_total";
 const GRAPH_ERRORS: &str = "handover_graph_errors_total";
 const DIALOGFLOW_ERRORS: &str = "handover_dialogflow_errors_total";
+const NOTIFICATIONS: &str = "handover_notifications_total";
 const HANDOVERS: &str = "handover_handovers_total";
 const HUMAN_STAY: &str = "handover_human_stay_seconds";
 const THREADS: &str = "handover_threads";
@@ -90,6 +91,10 @@ const FULFILLMENT_OUTCOMES: &[&str] = &[
     "bad_request",
     "store_error",
 ];
+
+/// The results of an agent notification's POST, set to 0 at start: taken by the endpoint,
+/// to be tried again, given up (a dead letter).
+pub const NOTIFICATION_RESULTS: &[&str] = &["sent", "retry", "failed"];
 
 /// The label value of events whose kinds cannot be told apart (below).
 pub const MIXED: &str = "mixed";
@@ -162,6 +167,10 @@ impl Metrics {
             describe_counter!(
                 DIALOGFLOW_ERRORS,
                 "Failed Dialogflow API requests by operation and HTTP status"
+            );
+            describe_counter!(
+                NOTIFICATIONS,
+                "Agent notifications (NOTIFY_WEBHOOK_URL) by event and result (sent, retry, failed)"
             );
             describe_counter!(
                 HANDOVERS,
@@ -243,6 +252,15 @@ impl Metrics {
             for cause in Cause::all_for(direction) {
                 let labels = [("direction", direction.as_str()), ("cause", cause.as_str())];
                 self.add(HANDOVERS, &labels, 0);
+            }
+        }
+        for event in NoticeEvent::iter() {
+            for result in NOTIFICATION_RESULTS {
+                self.add(
+                    NOTIFICATIONS,
+                    &[("event", event.as_str()), ("result", result)],
+                    0,
+                );
             }
         }
         let version = [("version", env!("CARGO_PKG_VERSION"))];
@@ -359,6 +377,15 @@ impl Metrics {
         self.add(
             GRAPH_CALLS,
             &[("endpoint", endpoint), ("result", result)],
+            1,
+        );
+    }
+
+    /// An agent notification's POST ended (`result`: one of [`NOTIFICATION_RESULTS`]).
+    pub fn notification(&self, event: NoticeEvent, result: &str) {
+        self.add(
+            NOTIFICATIONS,
+            &[("event", event.as_str()), ("result", result)],
             1,
         );
     }

@@ -21,6 +21,7 @@ use crate::dialogflow::api::DialogflowClient;
 use crate::dialogflow::auth::{AuthError, TokenSource, TokenSourceConfig};
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::routes::observe::{RequestSpan, record_latency};
 use crate::routes::{admin, fulfillment, health, messenger, other_methods};
 use crate::secret::Secret;
@@ -126,8 +127,17 @@ pub async fn build_services(settings: Settings, store: Store) -> Result<Shared, 
             Some(Arc::new(client) as Arc<dyn SessionSync>)
         }
     };
+    let notifier = settings.notify.as_ref().map(|n| {
+        info!(
+            waiting_secs = n.waiting_secs,
+            "agent notifications are on (NOTIFY_WEBHOOK_URL)"
+        );
+        let timeout = Duration::from_millis(settings.http_timeout_ms);
+        Notifier::new(n, &http, timeout)
+    });
     Ok(Arc::new(Services {
         policy: Arc::new(policy_from(&settings)),
+        notifier,
         pseudonyms: Pseudonyms::new(settings.fb_app_secret.expose().as_bytes()),
         settings,
         store,

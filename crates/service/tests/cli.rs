@@ -48,6 +48,33 @@ fn missing_settings_exit_2_with_one_line_per_variable() {
     assert_eq!(code, 2);
 }
 
+/// A notification URL without its signing key stops `serve` with one line, and the URL (a
+/// credential: Slack's and Google Chat's carry their key) is not repeated.
+#[test]
+fn a_notification_url_without_its_key_exits_2_without_showing_it() {
+    let url = "https://hooks.slack.com/services/T000/B000/key-never-shown-41d7";
+    let (code, stdout, stderr) = run(
+        &["serve"],
+        &[
+            ("FB_APP_ID", "111111111111111"),
+            ("FB_APP_SECRET", "app-secret"),
+            ("FB_PAGE_ACCESS_TOKEN", "EAAB-page-token"),
+            ("FB_VERIFY_TOKEN", "verify-me"),
+            ("FULFILLMENT_TOKEN", "0123456789abcdef0123"),
+            ("NOTIFY_WEBHOOK_URL", url),
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let problems: Vec<&str> = stderr.lines().filter(|l| l.contains(": ")).collect();
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.starts_with("NOTIFY_WEBHOOK_SECRET: required")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("key-never-shown") && !stdout.contains("key-never-shown"));
+}
+
 #[test]
 fn a_bad_config_file_is_reported_not_panicked() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,7 +104,7 @@ fn migrate_creates_the_embedded_store() {
     let url = format!("sqlite://{}", db.display());
     let (code, stdout, stderr) = run(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("migrations applied: 4"), "{stdout}");
+    assert!(stdout.contains("migrations applied: 5"), "{stdout}");
     assert!(db.exists());
     let (code, stdout, _) = run(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_eq!(code, 0);

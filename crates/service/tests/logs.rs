@@ -20,6 +20,10 @@ use sha2::Sha256;
 const USER: &str = "7003000000000001";
 const VERIFY_TOKEN: &str = "verify-token-never-logged-5d1c";
 const FULFILLMENT_TOKEN: &str = "fulfillment-token-never-logged-77ab";
+/// Agent notifications go to a URL that is a credential (its path holds the key), signed
+/// with a secret: neither may be logged.
+const NOTIFY_PATH: &str = "/hooks/notify-key-never-logged-e61b";
+const NOTIFY_SECRET: &str = "notify-secret-never-logged-0d4c";
 const PROJECT: &str = "shop-prod";
 const W3C_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLOUD_TRACE: &str = "105445aa7843bc8bf206b12000100000";
@@ -95,6 +99,12 @@ async fn a_whole_conversation_logs_no_secret_and_no_clear_psid(db: Db) {
     let cfg = emulator.config();
     let port = free_port();
     let port_text = port.to_string();
+    let team = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&team)
+        .await;
+    let notify_url = format!("{}{NOTIFY_PATH}", team.uri());
     let raw = settings_for(
         &emulator,
         &db.url,
@@ -106,6 +116,8 @@ async fn a_whole_conversation_logs_no_secret_and_no_clear_psid(db: Db) {
             ("RUST_LOG", "trace"),
             ("LOG_FORMAT", "json"),
             ("GOOGLE_CLOUD_PROJECT", PROJECT),
+            ("NOTIFY_WEBHOOK_URL", notify_url.as_str()),
+            ("NOTIFY_WEBHOOK_SECRET", NOTIFY_SECRET),
         ],
     );
     let env: Vec<(String, String)> = KNOWN_SETTINGS
@@ -182,6 +194,9 @@ async fn a_whole_conversation_logs_no_secret_and_no_clear_psid(db: Db) {
     }
     wait_metric(&http, &base, "handover_jobs_due", 0.0).await;
     assert_eq!(emulator.errors(), Vec::<String>::new());
+    // The team was told of the handover and the return (so their calls are in the logs).
+    let told = team.received_requests().await.unwrap_or_default();
+    assert_eq!(told.len(), 2, "{told:?}");
 
     let logs = service.stop().await;
     emulator.stop().await;
@@ -195,6 +210,9 @@ async fn a_whole_conversation_logs_no_secret_and_no_clear_psid(db: Db) {
         cfg.companion_page_token.as_str(),
         VERIFY_TOKEN,
         FULFILLMENT_TOKEN,
+        NOTIFY_PATH,
+        "notify-key-never-logged",
+        NOTIFY_SECRET,
         "hub.verify_token",
         "hub.challenge",
         "challenge-never-logged-3c9f",

@@ -180,8 +180,11 @@ mod tests {
         event(Channel::Messaging, at, kind)
     }
 
-    /// The notices a decision queued, as `(event, cause, waited_ms, error)`.
-    fn notices(d: &Decision) -> Vec<(NoticeEvent, Option<&str>, Option<i64>, Option<&str>)> {
+    /// A notice as `(event, cause, waited_ms, error)`.
+    type Told<'a> = (NoticeEvent, Option<&'a str>, Option<i64>, Option<&'a str>);
+
+    /// The notices a decision queued.
+    fn notices(d: &Decision) -> Vec<Told<'_>> {
         d.jobs
             .iter()
             .filter_map(|j| match &j.payload {

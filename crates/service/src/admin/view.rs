@@ -91,6 +91,9 @@ pub fn thread(t: &AdminThread, cx: &Context<'_>) -> Value {
         "human_since": th.human_since,
         "since_handover_secs": secs_since(now, handed_over_at),
         "agent_idle_secs": secs_since(now, agent_idle_since),
+        // With a human and no agent reply since then (agent notifications' `waiting`).
+        "waiting_since": th.waiting_since,
+        "waiting_secs": secs_since(now, th.waiting_since),
         "timers": {
             "idle_check_at": t.idle_check_at,
             "reconciler_check_at": th.next_check_at,

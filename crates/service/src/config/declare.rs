@@ -112,6 +112,12 @@ settings! {
     FULFILLMENT_TOKEN: Account, Secret, Optional("none");
     /// `Authorization: Bearer` token of the admin API and page (`/admin`), at least 16 characters; compared in constant time. Unset, every `/admin` route answers 404.
     ADMIN_TOKEN: Deployment, Secret, Optional("none (admin off)");
+    /// Agent notifications: a signed JSON POST here when a user is handed to the inbox, a handover failed, a user waits for an agent, a conversation returns to the bot; a Slack or Google Chat incoming webhook URL works as is (see Agent notifications). Treated as a secret: never logged.
+    NOTIFY_WEBHOOK_URL: Deployment, SecretUrl, Optional("none (no notifications)");
+    /// The key of the notifications' `X-Handover-Signature-256` (`sha256=` and the hex HMAC-SHA256 of the body); required with `NOTIFY_WEBHOOK_URL`.
+    NOTIFY_WEBHOOK_SECRET: Deployment, Secret, Optional("none");
+    /// A `waiting` notification when a user with a human has had no agent reply for this long (`0`: none).
+    NOTIFY_WAITING_SECS: Deployment, Number { min: 0, max: WEEK_SECS }, Default("300");
     /// How the service is connected to Messenger (above); `bridge` is planned (refused by `serve` for now).
     MESSENGER_MODE: Account, Choice(&["companion", "bridge"]), Default("companion");
     /// Retry schedule: exponential from this base, capped at 15 min (1 min for passes and takes), with jitter; `Retry-After` and Graph's rate-limit codes (4, 17, 32, 613, HTTP 429) wait longer.

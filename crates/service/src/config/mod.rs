@@ -126,6 +126,8 @@ pub struct Settings {
     pub fulfillment_auth: FulfillmentAuth,
     /// `None`: the admin API and page are off (their routes do not exist).
     pub admin_token: Option<Secret>,
+    /// `None`: no agent notifications.
+    pub notify: Option<NotifySettings>,
     pub messenger_mode: MessengerMode,
     pub job_retry_base_ms: u64,
     pub job_max_attempts: u32,
@@ -149,6 +151,17 @@ pub struct Settings {
     pub google_cloud_project: Option<String>,
     /// Where spans are exported to (feature `otel`).
     pub otel_exporter_otlp_endpoint: Option<String>,
+}
+
+/// Agent notifications (`NOTIFY_*`).
+#[derive(Clone, Debug)]
+pub struct NotifySettings {
+    /// A credential in itself (Slack's and Google Chat's carry their key).
+    pub url: Secret,
+    /// The HMAC key of `X-Handover-Signature-256`.
+    pub secret: Secret,
+    /// 0: no `waiting` notifications.
+    pub waiting_secs: u64,
 }
 
 /// Incoming connections and requests: the timeouts of each phase and the connection cap
@@ -240,6 +253,7 @@ impl Settings {
                 "shorter than 16 characters; use a long random value",
             );
         }
+        let notify = notify_settings(&mut r);
         let messenger_mode = r.choice(&MESSENGER_MODE);
         let job_retry_base_ms = r.number(&JOB_RETRY_BASE_MS);
         let job_max_attempts = r.number(&JOB_MAX_ATTEMPTS);
@@ -299,6 +313,7 @@ impl Settings {
             dialogflow,
             fulfillment_auth,
             admin_token,
+            notify,
             messenger_mode,
             job_retry_base_ms,
             job_max_attempts,
@@ -359,6 +374,36 @@ fn dialogflow_settings(r: &mut Reader) -> Option<DialogflowSettings> {
         api_base_explicit,
         credentials,
     })
+}
+
+/// The URL and its signing key go together; the waiting time is read either way (its range).
+fn notify_settings(r: &mut Reader) -> Option<NotifySettings> {
+    let url = r.secret(&NOTIFY_WEBHOOK_URL);
+    let secret = r.secret(&NOTIFY_WEBHOOK_SECRET);
+    let waiting_secs = r.number(&NOTIFY_WAITING_SECS);
+    match (url, secret) {
+        (Some(url), Some(secret)) => Some(NotifySettings {
+            url,
+            secret,
+            waiting_secs,
+        }),
+        (Some(_), None) => {
+            r.problem(
+                &NOTIFY_WEBHOOK_SECRET,
+                "required with NOTIFY_WEBHOOK_URL (the notifications are signed with it)",
+            );
+            None
+        }
+        (None, Some(_)) if !r.is_set(&NOTIFY_WEBHOOK_URL) => {
+            r.problem(
+                &NOTIFY_WEBHOOK_URL,
+                "not set, but NOTIFY_WEBHOOK_SECRET is: set both, or neither",
+            );
+            None
+        }
+        // A bad URL has its own problem already.
+        (None, _) => None,
+    }
 }
 
 /// Bearer, Basic, or explicitly none: the four settings are checked together.

@@ -141,7 +141,9 @@ impl std::fmt::Debug for RawSettings {
         let mut map = f.debug_map();
         for (name, value) in &self.values {
             match find(name) {
-                Some(spec) if spec.kind == Kind::Secret => map.entry(name, &"[REDACTED]"),
+                Some(spec) if matches!(spec.kind, Kind::Secret | Kind::SecretUrl) => {
+                    map.entry(name, &"[REDACTED]")
+                }
                 _ => map.entry(name, value),
             };
         }

@@ -49,6 +49,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Given a value at all (good or bad).
+    pub fn is_set(&self, spec: &Spec) -> bool {
+        self.raw
+            .get(spec.name)
+            .is_some_and(|v| !v.trim().is_empty())
+    }
+
     /// A setting with a default: its value, or the default when unset or bad.
     pub fn value(&mut self, spec: &Spec) -> String {
         let IfUnset::Default(default) = spec.if_unset else {

@@ -38,6 +38,9 @@ pub enum Kind {
     MetaId(&'static str),
     /// An `https` or `http` URL; a trailing `/` is removed.
     BaseUrl,
+    /// An `https` or `http` URL that is itself a credential (a Slack or Google Chat incoming
+    /// webhook carries its key in the path or query): redacted like a secret, never shown.
+    SecretUrl,
     /// `sqlite:…` (embedded) or `postgres://…`.
     DatabaseUrl,
     /// A Graph API version, `vNN.N`.
@@ -124,6 +127,12 @@ impl Spec {
                     Err(e) => Err(format!("not a URL ({e})")),
                 }
             }
+            // The value is never repeated in the problem.
+            Kind::SecretUrl => match url::Url::parse(value) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(value.to_owned()),
+                Ok(_) => Err("must be an https:// (or http://) URL".into()),
+                Err(e) => Err(format!("not a URL ({e})")),
+            },
             Kind::DatabaseUrl => {
                 if ["sqlite:", "postgres://", "postgresql://"]
                     .iter()
@@ -287,6 +296,7 @@ fn accepts(kind: Kind) -> String {
         Kind::Host => "IP address or `localhost`".into(),
         Kind::MetaId(_) => format!("digits (at most {})", crate::limits::MAX_META_ID_DIGITS),
         Kind::BaseUrl => "`https://` or `http://` URL".into(),
+        Kind::SecretUrl => "`https://` or `http://` URL (secret)".into(),
         Kind::DatabaseUrl => "`sqlite://…` or `postgres://…`".into(),
         Kind::GraphVersion => "`vNN.N`".into(),
         Kind::Region => "region id".into(),

@@ -189,6 +189,7 @@ fn every_problem_is_reported_at_once() {
             Kind::Host => "somewhere",
             Kind::MetaId(_) => "12ab",
             Kind::BaseUrl => "ftp://example.com",
+            Kind::SecretUrl => "hooks.example.com/no-scheme",
             Kind::DatabaseUrl => "mysql://x",
             Kind::GraphVersion => "25.0",
             Kind::Region => "Europe West",
@@ -332,6 +333,9 @@ fn secrets_shorter_than_8_characters_are_refused_without_being_shown() {
             raw.set("FULFILLMENT_USERNAME", "dialogflow");
             raw.set("FULFILLMENT_PASSWORD", "a-long-password");
         }
+        if spec.name == "NOTIFY_WEBHOOK_SECRET" {
+            raw.set("NOTIFY_WEBHOOK_URL", "https://hooks.example.com/team");
+        }
         raw.set(spec.name, "s3cr3t!");
         let problems = Settings::from_raw(&raw).unwrap_err();
         let line = format!("{}: shorter than 8 characters", spec.name);
@@ -354,4 +358,56 @@ fn secrets_shorter_than_8_characters_are_refused_without_being_shown() {
             panic!("{}={eight:?}: {problems:?}", spec.name);
         }
     }
+}
+
+/// The notification URL is a credential (Slack's and Google Chat's carry their key): a bad one
+/// is refused without being shown, and it goes only with its signing secret.
+#[test]
+fn the_notification_url_is_a_secret_and_needs_its_signing_key() {
+    const KEY_IN_URL: &str = "T0000-B0000-xoxKEYxox";
+    let mut raw = minimal();
+    raw.set(
+        "NOTIFY_WEBHOOK_URL",
+        format!("ftp://hooks.example.com/{KEY_IN_URL}"),
+    );
+    raw.set("NOTIFY_WEBHOOK_SECRET", "notify-signing-key");
+    let problems = Settings::from_raw(&raw).expect_err("ftp is refused");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("NOTIFY_WEBHOOK_URL: "),
+        "{problems:?}"
+    );
+    assert!(!problems[0].contains(KEY_IN_URL), "{problems:?}");
+    assert!(!format!("{raw:?}").contains(KEY_IN_URL), "{raw:?}");
+
+    let url = format!("https://hooks.example.com/services/{KEY_IN_URL}");
+    let mut raw = minimal();
+    raw.set("NOTIFY_WEBHOOK_URL", &url);
+    let problems = Settings::from_raw(&raw).expect_err("no signing key");
+    assert_eq!(
+        problems,
+        [
+            "NOTIFY_WEBHOOK_SECRET: required with NOTIFY_WEBHOOK_URL (the notifications are signed with it)"
+        ]
+    );
+    let mut raw = minimal();
+    raw.set("NOTIFY_WEBHOOK_SECRET", "notify-signing-key");
+    let problems = Settings::from_raw(&raw).expect_err("a key without a URL");
+    assert!(
+        problems[0].starts_with("NOTIFY_WEBHOOK_URL: "),
+        "{problems:?}"
+    );
+
+    let mut raw = minimal();
+    raw.set("NOTIFY_WEBHOOK_URL", &url);
+    raw.set("NOTIFY_WEBHOOK_SECRET", "notify-signing-key");
+    let s = Settings::from_raw(&raw).expect("valid");
+    let notify = s.notify.as_ref().expect("on");
+    assert_eq!(notify.url.expose(), url);
+    assert_eq!(notify.waiting_secs, 300);
+    assert!(
+        !format!("{s:?}").contains(KEY_IN_URL),
+        "Settings' Debug shows the URL"
+    );
+    assert!(Settings::from_raw(&minimal()).unwrap().notify.is_none());
 }

@@ -1,5 +1,6 @@
 //! The job queue's worker: it claims due jobs, runs them and records how they ended.
 
 pub mod backoff;
+mod notify;
 pub mod run;
 pub mod worker;

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use crate::app::Services;
 use crate::config::ContextOnReturn;
 use crate::dialogflow::api::DialogflowError;
-use crate::jobs::backoff;
+use crate::jobs::{backoff, notify};
 use crate::messenger::graph::{GraphError, MessagingType, ThreadOwner};
 use crate::store::{ClaimedJob, Finish, Mark, Retention, StoreError};
 use crate::time::now_ms;
@@ -84,6 +84,11 @@ pub async fn run(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError
         }
         JobPayload::CheckOwner { why } => check_owner(svc, job, *why).await,
         JobPayload::Reconcile => reconcile(svc, job).await,
+        JobPayload::Notify { .. } => notify::send(svc, job).await,
+        JobPayload::WaitingCheck { since } => {
+            let input = Input::WaitingCheck { since: *since };
+            apply(svc, job, Finish::Done, input).await
+        }
     }
 }
 
@@ -143,7 +148,11 @@ async fn apply_with(
     }
 }
 
-async fn finish(svc: &Services, job: &ClaimedJob, finish: Finish) -> Result<Outcome, StoreError> {
+pub(super) async fn finish(
+    svc: &Services,
+    job: &ClaimedJob,
+    finish: Finish,
+) -> Result<Outcome, StoreError> {
     let outcome = outcome_of(&finish);
     if svc.store.finish(job, finish, now_ms()).await? {
         Ok(outcome)
@@ -152,20 +161,24 @@ async fn finish(svc: &Services, job: &ClaimedJob, finish: Finish) -> Result<Outc
     }
 }
 
-async fn skip(svc: &Services, job: &ClaimedJob, why: &str) -> Result<Outcome, StoreError> {
+pub(super) async fn skip(
+    svc: &Services,
+    job: &ClaimedJob,
+    why: &str,
+) -> Result<Outcome, StoreError> {
     info!(why, "job skipped");
     finish(svc, job, Finish::Done).await?;
     Ok(Outcome::Skipped)
 }
 
 /// A failed call, as the retry policy needs to know it.
-struct CallError {
-    message: String,
-    transient: bool,
-    rate_limited: bool,
-    retry_after_ms: Option<u64>,
+pub(super) struct CallError {
+    pub message: String,
+    pub transient: bool,
+    pub rate_limited: bool,
+    pub retry_after_ms: Option<u64>,
     /// The call may have taken effect although it failed.
-    unknown: bool,
+    pub unknown: bool,
 }
 
 impl From<&GraphError> for CallError {
@@ -248,7 +261,7 @@ fn retry_schedule(svc: &Services, job: &ClaimedJob, e: &CallError) -> Option<Fin
 }
 
 /// The one place a failed call is settled: retried at some time, or a dead letter.
-fn settle(svc: &Services, job: &ClaimedJob, e: &CallError) -> Finish {
+pub(super) fn settle(svc: &Services, job: &ClaimedJob, e: &CallError) -> Finish {
     retry_schedule(svc, job, e).unwrap_or_else(|| failed(job, e))
 }
 
@@ -262,7 +275,7 @@ fn failed(job: &ClaimedJob, e: &CallError) -> Finish {
     }
 }
 
-fn thread_of(job: &ClaimedJob) -> Result<(&str, &str), StoreError> {
+pub(super) fn thread_of(job: &ClaimedJob) -> Result<(&str, &str), StoreError> {
     match (job.page_id.as_deref(), job.psid.as_deref()) {
         (Some(p), Some(u)) => Ok((p, u)),
         _ => Err(StoreError::Corrupt(format!("job {} has no thread", job.id))),

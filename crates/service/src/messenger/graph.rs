@@ -638,7 +638,7 @@ fn map_reqwest_error(err: reqwest::Error) -> GraphError {
 
 /// A `Retry-After` value: delta-seconds, or an HTTP-date (as seen from `now`; a date in the
 /// past gives zero), capped at [`MAX_RETRY_AFTER`]. Anything else is ignored.
-fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Digit strings too long for a u64 are "a very long time" too.

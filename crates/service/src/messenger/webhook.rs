@@ -1011,6 +1011,7 @@ mod tests {
             pass_delay_ms: 1_500,
             stuck_after_ms: 300_000,
             standby_means_not_bot: true,
+            notify: Default::default(),
         };
         let thread = |state: State, owner: &str| {
             let mut t = Thread::new("958823367603818", "1534862223272449", TS - 60_000);

@@ -22,7 +22,8 @@ pub struct AdminThread {
     pub unfinished_jobs: i64,
     /// Unfinished jobs that failed at least once and wait for their next attempt.
     pub retrying_jobs: i64,
-    /// Dead letters: jobs that gave up.
+    /// Dead letters: jobs that gave up. Not agent notifications: one that was not taken
+    /// leaves the conversation as it was (`/admin/jobs?status=failed` lists it).
     pub failed_jobs: i64,
 }
 
@@ -103,13 +104,13 @@ fn thread_select(tail: &str) -> String {
          (SELECT COUNT(*) {OF_T} AND j.status IN ('pending', 'running')), \
          (SELECT COUNT(*) {OF_T} AND j.status IN ('pending', 'running') AND j.attempts > 0 \
             AND j.last_error IS NOT NULL), \
-         (SELECT COUNT(*) {OF_T} AND j.status = 'failed') \
+         (SELECT COUNT(*) {OF_T} AND j.status = 'failed' AND j.kind <> 'notify') \
          FROM threads t {tail}"
     )
 }
 
 /// The number of columns `thread_from_row` reads; `AdminThread`'s follow them.
-const THREAD_WIDTH: usize = 21;
+const THREAD_WIDTH: usize = 22;
 
 fn admin_thread(row: &Row) -> Result<AdminThread, StoreError> {
     Ok(AdminThread {

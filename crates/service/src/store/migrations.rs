@@ -37,6 +37,11 @@ const SQLITE: Embedded = &[
         "threads by psid",
         include_str!("../../migrations/sqlite/0004_threads_by_psid.sql"),
     ),
+    (
+        5,
+        "waiting since",
+        include_str!("../../migrations/sqlite/0005_waiting_since.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -59,6 +64,11 @@ const POSTGRES: Embedded = &[
         4,
         "threads by psid",
         include_str!("../../migrations/postgres/0004_threads_by_psid.sql"),
+    ),
+    (
+        5,
+        "waiting since",
+        include_str!("../../migrations/postgres/0005_waiting_since.sql"),
     ),
 ];
 

@@ -22,7 +22,7 @@ macro_rules! thread_columns {
         "page_id, psid, state, owner_app_id, session, snapshot, last_user_msg_at, \
          last_agent_msg_at, pending_welcome, return_reason, human_since, last_error, \
          state_since, state_at, epoch, notified_epoch, next_check_at, checks, owner_in_doubt, \
-         returned_at, asked_in_doubt"
+         returned_at, asked_in_doubt, waiting_since"
     };
 }
 
@@ -31,7 +31,7 @@ macro_rules! stuck_no_job {
     () => {
         "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.page_id = t.page_id \
              AND j.psid = t.psid AND j.status IN ('pending', 'running') \
-             AND j.kind <> 'idle_check') \
+             AND j.kind NOT IN ('idle_check', 'waiting_check', 'notify')) \
          ORDER BY t.next_check_at LIMIT $2"
     };
 }
@@ -82,6 +82,7 @@ pub(super) fn thread_from_row(row: &Row) -> Result<Thread, StoreError> {
         owner_in_doubt: row.int(18)? != 0,
         returned_at: row.opt_int(19)?,
         asked_in_doubt: row.opt_text(20)?.as_deref().and_then(Ask::parse),
+        waiting_since: row.opt_int(21)?,
     })
 }
 
@@ -133,7 +134,7 @@ pub(super) fn apply_in(
              return_reason = $10, human_since = $11, last_error = $12, state_since = $13, \
              updated_at = $14, state_at = $15, epoch = $16, notified_epoch = $17, \
              next_check_at = $18, checks = $19, owner_in_doubt = $20, returned_at = $21, \
-             asked_in_doubt = $22 \
+             asked_in_doubt = $22, waiting_since = $23 \
              WHERE page_id = $1 AND psid = $2",
             params![
                 page_id,
@@ -158,6 +159,7 @@ pub(super) fn apply_in(
                 t.owner_in_doubt,
                 t.returned_at,
                 t.asked_in_doubt.map(Ask::as_str),
+                t.waiting_since,
             ],
         )?;
     }

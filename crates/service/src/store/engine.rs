@@ -225,8 +225,13 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             gate,
         };
-        // One at a time, the writer first: the first connection to a new SQLite file makes it
-        // a WAL database, which others opening at the same moment would find locked.
+        // The writer first, alone: the first connection to a new SQLite file makes it a WAL
+        // database, which others opening at the same moment would find locked, and a bad URL
+        // or password is then one error. SQLite's others follow one at a time; PostgreSQL's
+        // open side by side (each is a round trip and an authentication: twenty in a row were
+        // most of the time to `/readyz`).
+        let side_by_side = backend == Backend::Postgres;
+        let mut opening = Vec::new();
         for i in 0..writers + readers {
             let writer = i < writers;
             let queue = if writer { &write_rx } else { &read_rx };
@@ -251,11 +256,22 @@ impl Engine {
                         .get_mut()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(handle);
-                    is_ready.await.unwrap_or(Err(StoreError::Closed))
+                    if side_by_side && i > 0 {
+                        opening.push(is_ready);
+                        Ok(())
+                    } else {
+                        is_ready.await.unwrap_or(Err(StoreError::Closed))
+                    }
                 }
                 Err(e) => Err(e),
             };
             if let Err(e) = opened {
+                engine.close().await;
+                return Err(e);
+            }
+        }
+        for is_ready in opening {
+            if let Err(e) = is_ready.await.unwrap_or(Err(StoreError::Closed)) {
                 engine.close().await;
                 return Err(e);
             }

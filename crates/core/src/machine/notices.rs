@@ -210,15 +210,20 @@ mod tests {
             .collect()
     }
 
-    /// A thread the inbox has had since `T0`, through our own pass.
-    fn with_a_human(policy: &Policy) -> Thread {
+    /// A handover action for a user with the bot, just before `T0`: the pass is queued.
+    fn asked_for_a_person(policy: &Policy) -> Decision {
         let bot = Thread::new("958823367603818", "1534862223272449", T0 - 10_000);
         let asked = Input::Handover {
             session: "projects/p/agent/sessions/s".into(),
             snapshot: Snapshot::from_json("[]"),
             asked_at: None,
         };
-        let passing = decide(&bot, &asked, policy, T0 - 1_000).thread;
+        decide(&bot, &asked, policy, T0 - 1_000)
+    }
+
+    /// A thread the inbox has had since `T0`, through our own pass.
+    fn with_a_human(policy: &Policy) -> Thread {
+        let passing = asked_for_a_person(policy).thread;
         let landed = Input::PassDone(CallOutcome {
             epoch: passing.epoch,
             started_at: T0 - 500,
@@ -232,13 +237,7 @@ mod tests {
     #[test]
     fn a_pass_that_lands_tells_the_team_and_starts_the_waiting_timer() {
         let p = policy(true);
-        let bot = Thread::new("958823367603818", "1534862223272449", T0 - 10_000);
-        let asked = Input::Handover {
-            session: "projects/p/agent/sessions/s".into(),
-            snapshot: Snapshot::from_json("[]"),
-            asked_at: None,
-        };
-        let passing = decide(&bot, &asked, &p, T0 - 1_000);
+        let passing = asked_for_a_person(&p);
         assert!(
             notices(&passing).is_empty(),
             "nothing yet: the pass has not run"
@@ -379,13 +378,7 @@ mod tests {
     #[test]
     fn a_failed_handover_tells_why() {
         let p = policy(true);
-        let bot = Thread::new("958823367603818", "1534862223272449", T0 - 10_000);
-        let asked = Input::Handover {
-            session: "projects/p/agent/sessions/s".into(),
-            snapshot: Snapshot::from_json("[]"),
-            asked_at: None,
-        };
-        let passing = decide(&bot, &asked, &p, T0 - 1_000).thread;
+        let passing = asked_for_a_person(&p).thread;
         let refused = Input::PassDone(CallOutcome {
             epoch: passing.epoch,
             started_at: T0 - 500,

@@ -58,7 +58,7 @@ const HUMAN_STAY_BUCKETS: &[f64] = &[
     604_800.0,
 ];
 
-/// The outcomes of a job (`jobs::run::Outcome`, and a store error), set to 0 at start.
+/// The outcomes of a job (`jobs::settle::Outcome`, and a store error), set to 0 at start.
 const JOB_OUTCOMES: &[&str] = &[
     "done",
     "skipped",

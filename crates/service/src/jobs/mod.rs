@@ -3,4 +3,5 @@
 pub mod backoff;
 mod notify;
 pub mod run;
+mod settle;
 pub mod worker;

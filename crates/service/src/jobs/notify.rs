@@ -5,7 +5,7 @@
 
 use tracing::{info, warn};
 
-use super::run::{CallError, Outcome, finish, settle, skip, thread_of};
+use super::settle::{CallError, Outcome, finish, settle, skip, thread_of};
 use crate::app::Services;
 use crate::notify::{Notice, NotifyError};
 use crate::store::{ClaimedJob, Finish, StoreError};

@@ -412,6 +412,11 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
 ///     for the bot (phrase, quick reply, postback), an agent typed `#bot`, or an agent of a stay
 ///     that began after that take was silent for `AGENT_IDLE_TIMEOUT_SECS` (measured up to the
 ///     take itself, so a Done that raced the idle timer does not count against the service).
+///     NOT counted: the race of I5 (a) for a take whose answer was lost. Another app took the
+///     thread from the bot after that take, and no delivery telling the service so had reached
+///     it `PROCESSING_TOLERANCE_MS` before this take. `thread_owner` then cannot tell "our take
+///     never landed" from "it landed and an agent took the thread at once", and the service
+///     takes again for the user's request (README, known limits).
 ///
 /// Refused repeats (a second pass refused with #10 because the first one was applied) are not
 /// applications; they are reported as notes.
@@ -486,7 +491,23 @@ pub fn check_applied_once(model: &Model, timeline: &[Observation]) -> Vec<Violat
                     }
                 }
                 let since = last_take.unwrap_or(0);
-                if !twice && !return_triggered(model, before, since, o.at_ms) {
+                let taken_unseen = before
+                    .iter()
+                    .rev()
+                    .take_while(|b| b.seq > since)
+                    .find_map(|b| match &b.what {
+                        Observed::OwnerChanged(c)
+                            if c.from.as_deref() == Some(model.bot.as_str())
+                                && c.by != model.bot =>
+                        {
+                            Some(c.at_ms)
+                        }
+                        _ => None,
+                    })
+                    .is_some_and(|taken| {
+                        !news_delivered(before, taken, o.at_ms - PROCESSING_TOLERANCE_MS)
+                    });
+                if !twice && !taken_unseen && !return_triggered(model, before, since, o.at_ms) {
                     out.push(violation(
                         APPLIED_ONCE,
                         format!(

@@ -556,6 +556,42 @@ fn a_take_applied_twice_is_caught_but_a_take_racing_done_is_not() {
     h.push((900, control("take_thread_control", Some(INBOX), Some(BOT))));
     let v = model::check_applied_once(&m, &history(h));
     assert_eq!(v.len(), 1, "{v:?}");
+    // The same after a take whose answer was lost, the agent's reply not yet told to the
+    // service: the race no service can win (I5 (a)), not counted; once told, counted.
+    let lost = |told: bool| {
+        let mut h = good_round_trip();
+        h.push((
+            600,
+            Observed::Note(
+                "service take_thread_control: [chaos] applied (HTTP 200), then the answer was lost"
+                    .into(),
+            ),
+        ));
+        h.push((
+            700,
+            owner(Some(BOT), Some(INBOX), INBOX, "page inbox: agent reply"),
+        ));
+        if told {
+            h.push((
+                750,
+                Observed::Delivery(DeliveryRecord {
+                    channel: "messaging".into(),
+                    summary: "take_thread_control bot app → page inbox".into(),
+                    event_ts: 700,
+                    mid: None,
+                    outcome: DeliveryOutcome::Delivered,
+                    detail: "200".into(),
+                }),
+            ));
+        }
+        h.push((
+            1_500,
+            control("take_thread_control", Some(INBOX), Some(BOT)),
+        ));
+        model::check_applied_once(&m, &history(h))
+    };
+    assert!(lost(false).is_empty(), "{:?}", lost(false));
+    assert_eq!(lost(true).len(), 1, "{:?}", lost(true));
     // The agent marked Done while the service's take (for the user's request) was in flight.
     let mut h = good_round_trip()[..8].to_vec();
     h.push((

@@ -412,7 +412,8 @@ pub fn check_welcomes(model: &Model, timeline: &[Observation]) -> Vec<Violation>
 ///     for the bot (phrase, quick reply, postback), an agent typed `#bot`, or an agent of a stay
 ///     that began after that take was silent for `AGENT_IDLE_TIMEOUT_SECS` (measured up to the
 ///     take itself, so a Done that raced the idle timer does not count against the service).
-///     NOT counted: the race of I5 (a) for a take whose answer was lost. Another app took the
+///     NOT counted: the race of I5 (a) for a take whose answer was lost (the emulator's note
+///     says it applied the take, then lost or delayed the answer). Another app took the
 ///     thread from the bot after that take, and no delivery telling the service so had reached
 ///     it `PROCESSING_TOLERANCE_MS` before this take. `thread_owner` then cannot tell "our take
 ///     never landed" from "it landed and an agent took the thread at once", and the service
@@ -491,22 +492,29 @@ pub fn check_applied_once(model: &Model, timeline: &[Observation]) -> Vec<Violat
                     }
                 }
                 let since = last_take.unwrap_or(0);
-                let taken_unseen = before
-                    .iter()
-                    .rev()
-                    .take_while(|b| b.seq > since)
-                    .find_map(|b| match &b.what {
-                        Observed::OwnerChanged(c)
-                            if c.from.as_deref() == Some(model.bot.as_str())
-                                && c.by != model.bot =>
-                        {
-                            Some(c.at_ms)
-                        }
-                        _ => None,
-                    })
-                    .is_some_and(|taken| {
-                        !news_delivered(before, taken, o.at_ms - PROCESSING_TOLERANCE_MS)
-                    });
+                // Meta applied our previous take but its answer may not have reached us.
+                let answer_unknown = before.iter().any(|b| {
+                    b.seq > since
+                        && matches!(&b.what, Observed::Note(n)
+                            if n.starts_with("service take_thread_control: [chaos] applied"))
+                });
+                let taken_unseen = answer_unknown
+                    && before
+                        .iter()
+                        .rev()
+                        .take_while(|b| b.seq > since)
+                        .find_map(|b| match &b.what {
+                            Observed::OwnerChanged(c)
+                                if c.from.as_deref() == Some(model.bot.as_str())
+                                    && c.by != model.bot =>
+                            {
+                                Some(c.at_ms)
+                            }
+                            _ => None,
+                        })
+                        .is_some_and(|taken| {
+                            !news_delivered(before, taken, o.at_ms - PROCESSING_TOLERANCE_MS)
+                        });
                 if !twice && !taken_unseen && !return_triggered(model, before, since, o.at_ms) {
                     out.push(violation(
                         APPLIED_ONCE,

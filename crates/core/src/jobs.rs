@@ -150,8 +150,8 @@ pub enum JobPayload {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
-    /// The waiting timer of one unanswered stretch with a human (identified by when the user
-    /// began to wait).
+    /// The waiting timer (one per thread): `since` is when the wait it was set for began; the
+    /// thread's own `waiting_since` says which wait is under way when it fires.
     WaitingCheck { since: i64 },
 }
 

@@ -32,18 +32,30 @@ pub(super) fn add(before: &Thread, d: &mut Decision, policy: &Policy, now: i64) 
     let epoch = d.thread.epoch;
     if after == State::Human && matches!(before.state, State::Bot | State::Passing | State::Idle) {
         let cause = d.handover.map(|h| h.cause.as_str().to_owned());
-        d.job(notice(NoticeEvent::HandedToInbox, epoch, now, cause));
+        d.job(notice(
+            NoticeEvent::HandedToInbox,
+            epoch,
+            now,
+            cause,
+            None,
+            None,
+        ));
     }
+    // Only `handover_failed` queues the clearing of the handover context.
     let failed = d
         .jobs
         .iter()
         .any(|j| matches!(j.payload, JobPayload::ClearHandoverContext { .. }));
     if failed {
-        let mut job = notice(NoticeEvent::HandoverFailed, epoch, now, None);
-        if let JobPayload::Notify { error, .. } = &mut job.payload {
-            error.clone_from(&d.thread.last_error);
-        }
-        d.job(job);
+        let error = d.thread.last_error.clone();
+        d.job(notice(
+            NoticeEvent::HandoverFailed,
+            epoch,
+            now,
+            None,
+            None,
+            error,
+        ));
     }
     if after == State::Bot && matches!(before.state, State::Human | State::Returning) {
         let cause = before
@@ -52,7 +64,14 @@ pub(super) fn add(before: &Thread, d: &mut Decision, policy: &Policy, now: i64) 
             .or(d.handover.map(|h| h.cause))
             .unwrap_or(Cause::Corrected);
         let cause = Some(cause.as_str().to_owned());
-        d.job(notice(NoticeEvent::ReturnedToBot, epoch, now, cause));
+        d.job(notice(
+            NoticeEvent::ReturnedToBot,
+            epoch,
+            now,
+            cause,
+            None,
+            None,
+        ));
     }
     if notify.waiting_on()
         && d.thread.waiting_since != before.waiting_since
@@ -81,11 +100,15 @@ pub(super) fn waiting_check(d: &mut Decision, policy: &Policy, now: i64) {
         d.job(NewJob::after(timer, due - now));
         return;
     }
-    let mut job = notice(NoticeEvent::Waiting, t.epoch, now, None);
-    if let JobPayload::Notify { waited_ms, .. } = &mut job.payload {
-        *waited_ms = Some(now - waiting);
-    }
-    d.job(job);
+    let waited = Some(now - waiting);
+    d.job(notice(
+        NoticeEvent::Waiting,
+        t.epoch,
+        now,
+        None,
+        waited,
+        None,
+    ));
 }
 
 /// With a human, the user waits from the handover, or from their first message after an
@@ -111,14 +134,21 @@ fn return_cause(reason: ReturnReason) -> Cause {
     }
 }
 
-fn notice(event: NoticeEvent, epoch: i64, at: i64, cause: Option<String>) -> NewJob {
+fn notice(
+    event: NoticeEvent,
+    epoch: i64,
+    at: i64,
+    cause: Option<String>,
+    waited_ms: Option<i64>,
+    error: Option<String>,
+) -> NewJob {
     NewJob::now(JobPayload::Notify {
         event,
         epoch,
         at,
         cause,
-        waited_ms: None,
-        error: None,
+        waited_ms,
+        error,
     })
 }
 

@@ -31,13 +31,16 @@ impl<'a> Reader<'a> {
         self.problems.push(spec.problem(what));
     }
 
-    fn read(&mut self, spec: &Spec) -> Value {
-        let Some(text) = self
-            .raw
+    /// The raw value, trimmed; `None` when unset or empty.
+    fn given(&self, spec: &Spec) -> Option<&'a str> {
+        self.raw
             .get(spec.name)
             .map(str::trim)
             .filter(|v| !v.is_empty())
-        else {
+    }
+
+    fn read(&mut self, spec: &Spec) -> Value {
+        let Some(text) = self.given(spec) else {
             return Value::Unset;
         };
         match spec.check(text) {
@@ -51,9 +54,7 @@ impl<'a> Reader<'a> {
 
     /// Given a value at all (good or bad).
     pub fn is_set(&self, spec: &Spec) -> bool {
-        self.raw
-            .get(spec.name)
-            .is_some_and(|v| !v.trim().is_empty())
+        self.given(spec).is_some()
     }
 
     /// A setting with a default: its value, or the default when unset or bad.

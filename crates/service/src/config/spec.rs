@@ -113,26 +113,9 @@ impl Spec {
                     "{value:?} is not a numeric Meta {what}: it {problem}"
                 )),
             },
-            Kind::BaseUrl => {
-                const SCHEMES: [&str; 2] = ["https", "http"];
-                match url::Url::parse(value) {
-                    Ok(u) if SCHEMES.contains(&u.scheme()) => {
-                        Ok(value.trim_end_matches('/').to_owned())
-                    }
-                    Ok(u) => Err(format!(
-                        "scheme {:?} not supported (use {})",
-                        u.scheme(),
-                        SCHEMES.join(" or ")
-                    )),
-                    Err(e) => Err(format!("not a URL ({e})")),
-                }
-            }
-            // The value is never repeated in the problem.
-            Kind::SecretUrl => match url::Url::parse(value) {
-                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(value.to_owned()),
-                Ok(_) => Err("must be an https:// (or http://) URL".into()),
-                Err(e) => Err(format!("not a URL ({e})")),
-            },
+            Kind::BaseUrl => http_url(value).map(|()| value.trim_end_matches('/').to_owned()),
+            // Kept as given (a webhook's path is its own); the problem names only the scheme.
+            Kind::SecretUrl => http_url(value).map(|()| value.to_owned()),
             Kind::DatabaseUrl => {
                 if ["sqlite:", "postgres://", "postgresql://"]
                     .iter()
@@ -196,6 +179,20 @@ impl Spec {
     /// One problem line: it starts with the name.
     pub fn problem(&self, what: impl std::fmt::Display) -> String {
         format!("{}: {what}", self.name)
+    }
+}
+
+/// An `https` or `http` URL, or the problem (which never repeats the value).
+fn http_url(value: &str) -> Result<(), String> {
+    const SCHEMES: [&str; 2] = ["https", "http"];
+    match url::Url::parse(value) {
+        Ok(u) if SCHEMES.contains(&u.scheme()) => Ok(()),
+        Ok(u) => Err(format!(
+            "scheme {:?} not supported (use {})",
+            u.scheme(),
+            SCHEMES.join(" or ")
+        )),
+        Err(e) => Err(format!("not a URL ({e})")),
     }
 }
 

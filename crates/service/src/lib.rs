@@ -2,6 +2,7 @@
 //! Inbox and reliably takes it back, with the bot's Dialogflow contexts synced on return.
 
 pub mod admin;
+pub mod allocator;
 pub mod app;
 pub mod config;
 #[cfg(feature = "demo")]

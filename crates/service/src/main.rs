@@ -56,6 +56,7 @@ fn problems_exit(problems: &[String]) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    messenger_handover::allocator::tune();
     messenger_handover::tls::install();
     let cli = Cli::parse();
     let raw = match RawSettings::load(cli.config.as_deref()) {

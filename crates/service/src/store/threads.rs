@@ -51,7 +51,14 @@ const SELECT_THREAD_FOR_UPDATE: &str = concat!(
     " FROM threads WHERE page_id = $1 AND psid = $2 FOR UPDATE"
 );
 
-const INSERT_THREAD: &str = concat!(
+/// A new thread. SQLite inserts it with `INSERT_THREAD` and reads it back with `SELECT_THREAD`:
+/// `RETURNING` would give the statement a statement journal (a copy of every page it changes,
+/// made and thrown away), which cost more than the second statement.
+const INSERT_THREAD: &str = "INSERT INTO threads (page_id, psid, state, state_since, \
+     created_at, updated_at) VALUES ($1, $2, 'BOT', $3, $3, $3) \
+     ON CONFLICT (page_id, psid) DO NOTHING";
+/// PostgreSQL: one round trip.
+const INSERT_THREAD_RETURNING: &str = concat!(
     "INSERT INTO threads (page_id, psid, state, state_since, created_at, updated_at) \
      VALUES ($1, $2, 'BOT', $3, $3, $3) ON CONFLICT (page_id, psid) DO NOTHING RETURNING ",
     thread_columns!()
@@ -115,11 +122,16 @@ pub(super) fn apply_in(
         Backend::Postgres => SELECT_THREAD_FOR_UPDATE,
         Backend::Sqlite => SELECT_THREAD,
     };
-    // The common case, a known thread, costs one statement; a new one, two at most (the
-    // insert finds the row taken only when another replica created it meanwhile).
+    // The common case, a known thread, costs one statement; a new one, three at most (on
+    // PostgreSQL the insert finds the row taken only when another replica created it
+    // meanwhile).
     let row = match conn.query_opt(select, params![page_id, psid])? {
         Some(row) => row,
-        None => match conn.query_opt(INSERT_THREAD, params![page_id, psid, now])? {
+        None if conn.backend() == Backend::Sqlite => {
+            conn.execute(INSERT_THREAD, params![page_id, psid, now])?;
+            conn.query_one(select, params![page_id, psid])?
+        }
+        None => match conn.query_opt(INSERT_THREAD_RETURNING, params![page_id, psid, now])? {
             Some(row) => row,
             None => conn.query_one(select, params![page_id, psid])?,
         },

@@ -233,13 +233,14 @@ impl JobPayload {
     /// before take, sync before welcome) and notices, so a call retried through an outage
     /// never holds the thread's facts back, and a notification never holds a call back.
     pub fn lane(&self, thread_key: &str) -> String {
-        if self.is_event() {
-            events_lane(thread_key)
+        let suffix = if self.is_event() {
+            EVENTS_LANE
         } else if self.is_notice() {
-            format!("{thread_key}#notify")
+            NOTICES_LANE
         } else {
-            thread_key.to_owned()
-        }
+            EFFECTS_LANE
+        };
+        format!("{thread_key}{suffix}")
     }
 
     /// The name of which at most one unfinished job may be queued: one `thread_owner` check
@@ -253,9 +254,22 @@ impl JobPayload {
     }
 }
 
+/// What each lane adds to the thread's key (`JobPayload::lane`).
+const EFFECTS_LANE: &str = "";
+const EVENTS_LANE: &str = "#events";
+const NOTICES_LANE: &str = "#notify";
+/// Every lane's suffix: a thread's jobs are the jobs of these lanes (the store finds them so;
+/// its SQL spells them out, and a test there holds it to this list).
+pub const LANE_SUFFIXES: [&str; 3] = [EFFECTS_LANE, EVENTS_LANE, NOTICES_LANE];
+
 /// The lane of a thread's facts (its `process_event` jobs).
 pub fn events_lane(thread_key: &str) -> String {
-    format!("{thread_key}#events")
+    format!("{thread_key}{EVENTS_LANE}")
+}
+
+/// The lanes of the thread `thread_key`: its jobs are in these.
+pub fn lanes(thread_key: &str) -> [String; 3] {
+    LANE_SUFFIXES.map(|suffix| format!("{thread_key}{suffix}"))
 }
 
 /// A job the state machine wants, relative to now.

@@ -104,7 +104,7 @@ fn migrate_creates_the_embedded_store() {
     let url = format!("sqlite://{}", db.display());
     let (code, stdout, stderr) = run(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("migrations applied: 5"), "{stdout}");
+    assert!(stdout.contains("migrations applied: 6"), "{stdout}");
     assert!(db.exists());
     let (code, stdout, _) = run(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_eq!(code, 0);

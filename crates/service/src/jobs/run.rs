@@ -202,12 +202,8 @@ async fn thread_control(
     control: Control<'_>,
     epoch: i64,
 ) -> Result<Outcome, StoreError> {
+    const MOOT: &str = "moot: the thread no longer waits for this call (it moved on, or a newer handover or return)";
     let (page_id, psid) = thread_of(job)?;
-    let thread = svc.store.thread(page_id, psid).await?;
-    if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((control.waiting_state(), epoch)) {
-        let why = "moot: the thread no longer waits for this call (it moved on, or a newer handover or return)";
-        return skip(svc, job, why).await;
-    }
     let started_at = now_ms();
     let done = |result| {
         let call = CallOutcome {
@@ -221,6 +217,10 @@ async fn thread_control(
         }
     };
     if job.in_doubt {
+        let thread = svc.store.thread(page_id, psid).await?;
+        if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((control.waiting_state(), epoch)) {
+            return skip(svc, job, MOOT).await;
+        }
         // An earlier attempt may have been applied. Its own webhook event, which names its
         // epoch, settles that exactly; `thread_owner` cannot tell "never applied" from
         // "applied and already handed back". So facts already received are applied first.
@@ -247,13 +247,16 @@ async fn thread_control(
             Ok(None) => {}
         }
     }
+    // The mark checks that the thread still waits for this call, so the common run reads
+    // nothing before it. A thread that no longer waits never does again (a new wait has a
+    // new epoch): the call is moot.
     match svc
         .store
         .mark_in_doubt(job, control.waiting_state(), epoch)
         .await?
     {
         Mark::Marked => {}
-        Mark::Moot => return finish(svc, job, replan(job)).await,
+        Mark::Moot => return skip(svc, job, MOOT).await,
         Mark::LostLease => return Ok(Outcome::LostLease),
     }
     let result = match control {

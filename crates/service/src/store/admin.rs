@@ -7,7 +7,7 @@ use super::engine::WriteKind;
 use super::queue::JobStatus;
 use super::threads::{THREAD_COLUMNS, TransitionRow, apply_in, thread_from_row, thread_in};
 use super::{Backend, Store, StoreError};
-use handover_core::jobs::JobPayload;
+use handover_core::jobs::{JobPayload, lanes};
 use handover_core::machine::ADMIN_CAUSE;
 use handover_core::thread::thread_key;
 use handover_core::{Decision, State, Thread};
@@ -95,9 +95,9 @@ fn admin_job(row: &Row) -> Result<AdminJob, StoreError> {
 }
 
 /// A thread with what `AdminThread` adds, from `threads t`, then `tail` (WHERE, ORDER, LIMIT).
-/// The job counts use `jobs_page_psid` (page_id, psid, status).
+/// The job counts use `jobs_thread` (thread_key, status, ord), through the thread's lanes.
 fn thread_select(tail: &str) -> String {
-    const OF_T: &str = "FROM jobs j WHERE j.page_id = t.page_id AND j.psid = t.psid";
+    const OF_T: &str = concat!("FROM jobs j WHERE j.thread_key IN ", lanes_of!("t"));
     format!(
         "SELECT {THREAD_COLUMNS}, \
          (SELECT MIN(j.run_at) {OF_T} AND j.status = 'pending' AND j.kind = 'idle_check'), \
@@ -323,13 +323,13 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AdminJob>, StoreError> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE page_id = $1 AND psid = $2 \
-             ORDER BY id DESC LIMIT $3"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE thread_key IN ($1, $2, $3) \
+             ORDER BY id DESC LIMIT $4"
         );
-        let (page_id, psid) = (page_id.to_owned(), psid.to_owned());
+        let [a, b, c] = lanes(&thread_key(page_id, psid));
         self.engine
             .read(move |conn| {
-                conn.query(&sql, params![&page_id, &psid, limit])?
+                conn.query(&sql, params![&a, &b, &c, limit])?
                     .iter()
                     .map(admin_job)
                     .collect()

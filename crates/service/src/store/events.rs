@@ -69,10 +69,10 @@ fn ingest_in(
         }
         let payload =
             serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let inserted = conn.scalar(
+        let inserted = conn.insert_id(
             "INSERT INTO events (page_id, dedupe_key, psid, kind, channel, payload, received_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (page_id, dedupe_key) DO NOTHING RETURNING id",
+             ON CONFLICT (page_id, dedupe_key) DO NOTHING",
             params![
                 event.account_id.as_str(),
                 event.dedupe_key.as_str(),

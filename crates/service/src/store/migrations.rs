@@ -42,6 +42,11 @@ const SQLITE: Embedded = &[
         "waiting since",
         include_str!("../../migrations/sqlite/0005_waiting_since.sql"),
     ),
+    (
+        6,
+        "jobs by lane",
+        include_str!("../../migrations/sqlite/0006_jobs_by_lane.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -69,6 +74,11 @@ const POSTGRES: Embedded = &[
         5,
         "waiting since",
         include_str!("../../migrations/postgres/0005_waiting_since.sql"),
+    ),
+    (
+        6,
+        "jobs by lane",
+        include_str!("../../migrations/postgres/0006_jobs_by_lane.sql"),
     ),
 ];
 

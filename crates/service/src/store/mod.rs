@@ -7,6 +7,28 @@
 //! outside share transactions and disk syncs (group commit). Each backend has its own
 //! migrations (`migrations`).
 
+/// In SQL, the lanes (`jobs.thread_key`) of the thread in the row named `$t`: a thread's jobs
+/// are found by these (the `jobs_thread` index), as `handover_core::jobs::lanes` names them.
+macro_rules! lanes_of {
+    ($t:literal) => {
+        concat!(
+            "(",
+            $t,
+            ".page_id || '/' || ",
+            $t,
+            ".psid, ",
+            $t,
+            ".page_id || '/' || ",
+            $t,
+            ".psid || '#events', ",
+            $t,
+            ".page_id || '/' || ",
+            $t,
+            ".psid || '#notify')"
+        )
+    };
+}
+
 mod admin;
 pub mod db;
 mod engine;
@@ -172,5 +194,30 @@ impl Store {
     /// few transactions as group commit allows (tests show it with this).
     pub fn pause_writes(&self) -> WritesPaused {
         self.engine.pause_writes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use handover_core::jobs::LANE_SUFFIXES;
+
+    /// The SQL that finds a thread's jobs names exactly the lanes the core puts them in.
+    #[test]
+    fn the_lanes_in_sql_are_the_cores() {
+        let sql = lanes_of!("t");
+        let listed: Vec<&str> = sql
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .collect();
+        let expected: Vec<String> = LANE_SUFFIXES
+            .iter()
+            .map(|suffix| match *suffix {
+                "" => "t.page_id || '/' || t.psid".to_owned(),
+                s => format!("t.page_id || '/' || t.psid || '{s}'"),
+            })
+            .collect();
+        assert_eq!(listed, expected, "{sql}");
+        // And the core's key is what the SQL builds: `page/psid`.
+        assert_eq!(handover_core::thread::thread_key("p", "u"), "p/u");
     }
 }

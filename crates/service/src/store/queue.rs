@@ -11,7 +11,7 @@ use super::engine::WriteKind;
 use super::{Backend, Store, StoreError};
 use handover_core::State;
 use handover_core::event::IncomingEvent;
-use handover_core::jobs::{JobKind, JobPayload, events_lane};
+use handover_core::jobs::{JobKind, JobPayload, events_lane, lanes};
 use handover_core::thread::thread_key;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
@@ -275,18 +275,28 @@ macro_rules! claim {
 #[doc(hidden)]
 pub const CLAIM_PLAN_POSTGRES: &str = "SET LOCAL enable_sort = off";
 
-/// SQLite, without statistics, would rather search `jobs_due` (two columns match) and sort.
-const CLAIM_SQLITE: &str = claim!(
-    "FROM jobs j INDEXED BY jobs_claimable ",
+/// SQLite reads the jobs it claims, then takes each (`CLAIM_ONE_SQLITE`), under the write lock
+/// its transaction holds: one `UPDATE … RETURNING` of several rows would get a statement
+/// journal (a copy of each page it changes, made and thrown away), which cost more than the
+/// single-row updates. Without statistics SQLite would rather search `jobs_due` (two columns
+/// match) and sort: hence `INDEXED BY`.
+const CLAIM_SQLITE: &str = concat!(
+    "SELECT j.id, j.page_id, j.psid, j.payload, j.attempts + 1, j.created_at, j.in_doubt \
+     FROM jobs j INDEXED BY jobs_claimable ",
+    eligible!(),
     " ORDER BY j.run_at, j.id LIMIT $2"
 );
+/// The same parameters as the claim's, and the job's id.
+const CLAIM_ONE_SQLITE: &str = "UPDATE jobs SET status = 'running', lease_until = $3, \
+     locked_by = $4, attempts = attempts + 1, updated_at = $1 WHERE id = $5";
 /// Several replicas: skip rows another replica is claiming right now.
 const CLAIM_POSTGRES: &str = claim!(
     "FROM jobs j ",
     " ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE OF j SKIP LOCKED"
 );
 
-/// The claim's query on `backend` (for tests of its plan).
+/// The claim's query on `backend` (for tests of its plan): on SQLite the one that finds the
+/// jobs, on PostgreSQL the update that finds and takes them.
 #[doc(hidden)]
 pub fn claim_statement(backend: Backend) -> &'static str {
     match backend {
@@ -302,14 +312,25 @@ fn claim_in(
     lease_ms: i64,
     now: i64,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    if conn.backend() == Backend::Postgres {
-        // Walk `jobs_claimable` in order and stop at the limit. With statistics from when the
-        // queue was short (a burst after a quiet spell), the planner would rather gather every
-        // due job and sort them: the claim then grows with the queue.
-        conn.execute(CLAIM_PLAN_POSTGRES, params![])?;
-    }
-    let sql = claim_statement(conn.backend());
-    let rows = conn.query(sql, params![now, limit, now + lease_ms, worker_id])?;
+    let claim = params![now, limit, now + lease_ms, worker_id];
+    let rows = match conn.backend() {
+        Backend::Postgres => {
+            // Walk `jobs_claimable` in order and stop at the limit. With statistics from when
+            // the queue was short (a burst after a quiet spell), the planner would rather
+            // gather every due job and sort them: the claim then grows with the queue.
+            conn.execute(CLAIM_PLAN_POSTGRES, params![])?;
+            conn.query(CLAIM_POSTGRES, claim)?
+        }
+        Backend::Sqlite => {
+            let rows = conn.query(CLAIM_SQLITE, &claim[..2])?;
+            for row in &rows {
+                let mut one = claim.to_vec();
+                one.push(Value::Int(row.int(0)?));
+                conn.execute(CLAIM_ONE_SQLITE, &one)?;
+            }
+            rows
+        }
+    };
     let mut jobs = Vec::with_capacity(rows.len());
     for row in &rows {
         let id = row.int(0)?;
@@ -505,12 +526,12 @@ impl Store {
         const SQL: &str = concat!(
             "SELECT ",
             job_columns!(),
-            " FROM jobs WHERE page_id = $1 AND psid = $2 ORDER BY id"
+            " FROM jobs WHERE thread_key IN ($1, $2, $3) ORDER BY id"
         );
-        let (page_id, psid) = (page_id.to_owned(), psid.to_owned());
+        let [a, b, c] = lanes(&thread_key(page_id, psid));
         self.engine
             .read(move |conn| {
-                conn.query(SQL, params![&page_id, &psid])?
+                conn.query(SQL, params![&a, &b, &c])?
                     .iter()
                     .map(job_row)
                     .collect()

@@ -82,21 +82,24 @@ const DEAD_LETTERS: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
 /// need it is unfinished or failed.
 const EVENTS: &str = "DELETE FROM events WHERE id IN (SELECT e.id FROM events e \
      WHERE e.received_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j \
-       WHERE j.kind = 'process_event' AND j.status IN ('pending', 'running', 'failed') \
-       AND j.page_id = e.page_id AND j.psid = e.psid) \
+       WHERE j.thread_key = e.page_id || '/' || e.psid || '#events' \
+       AND j.status IN ('pending', 'running', 'failed') AND j.kind = 'process_event') \
      ORDER BY e.id LIMIT $2)";
 const TRANSITIONS: &str = "DELETE FROM transitions WHERE id IN (SELECT id FROM transitions \
      WHERE at < $1 ORDER BY id LIMIT $2)";
 /// Quiet: no message of the user or an agent, and no change of state, since the cut-off
 /// (`state_since` is indexed); settled (with the bot, idle, or with a human); nothing queued.
 /// The reconciler's own checks do not count as activity.
-const QUIET_THREADS: &str = "DELETE FROM threads WHERE (page_id, psid) IN ( \
+const QUIET_THREADS: &str = concat!(
+    "DELETE FROM threads WHERE (page_id, psid) IN ( \
      SELECT t.page_id, t.psid FROM threads t \
      WHERE t.state IN ('BOT', 'IDLE', 'HUMAN') AND t.state_since < $1 \
        AND COALESCE(t.last_user_msg_at, 0) < $1 AND COALESCE(t.last_agent_msg_at, 0) < $1 \
-       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.page_id = t.page_id AND j.psid = t.psid \
-         AND j.status IN ('pending', 'running')) \
-     LIMIT $2)";
+       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.thread_key IN ",
+    lanes_of!("t"),
+    " AND j.status IN ('pending', 'running')) \
+     LIMIT $2)"
+);
 
 impl Store {
     /// Deletes at most `BATCH` expired rows of each kind, each kind in a transaction of its

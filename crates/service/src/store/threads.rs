@@ -29,10 +29,13 @@ macro_rules! thread_columns {
 /// The rest of a stuck-thread query: no job of the thread under way (but its idle timer).
 macro_rules! stuck_no_job {
     () => {
-        "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.page_id = t.page_id \
-             AND j.psid = t.psid AND j.status IN ('pending', 'running') \
+        concat!(
+            "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.thread_key IN ",
+            lanes_of!("t"),
+            " AND j.status IN ('pending', 'running') \
              AND j.kind NOT IN ('idle_check', 'waiting_check', 'notify')) \
-         ORDER BY t.next_check_at LIMIT $2"
+             ORDER BY t.next_check_at LIMIT $2"
+        )
     };
 }
 

@@ -128,6 +128,12 @@ pub trait Conn: Send {
     /// Runs a statement and returns its rows.
     fn query(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Row>, StoreError>;
 
+    /// Runs an `INSERT` of one row written without `RETURNING`; the new row's `id`, or `None`
+    /// when it inserted nothing (`ON CONFLICT DO NOTHING`). SQLite reads the id back from the
+    /// connection: `RETURNING` would give the statement a statement journal (a copy of each
+    /// page it changes, made and thrown away); PostgreSQL appends `RETURNING id` (one trip).
+    fn insert_id(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Option<i64>, StoreError>;
+
     /// Runs statements without parameters, separated by `;` (transaction control, migrations).
     fn batch(&mut self, sql: &str) -> Result<(), StoreError>;
 

@@ -370,6 +370,15 @@ impl Conn for PgConn {
         rows.iter().map(cells).collect()
     }
 
+    fn insert_id(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Option<i64>, StoreError> {
+        // The same text every time for one `sql`, so the statement cache keeps it.
+        let returning = format!("{sql} RETURNING id");
+        match self.query(&returning, params)?.first() {
+            Some(row) => row.opt_int(0),
+            None => Ok(None),
+        }
+    }
+
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         self.client.batch_execute(sql).map_err(db_error)
     }

@@ -162,6 +162,10 @@ impl Conn for SqliteConn {
         Ok(out)
     }
 
+    fn insert_id(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Option<i64>, StoreError> {
+        Ok((self.execute(sql, params)? == 1).then(|| self.conn.last_insert_rowid()))
+    }
+
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         self.conn.execute_batch(sql).map_err(db_error)
     }

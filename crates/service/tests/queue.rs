@@ -63,3 +63,48 @@ async fn a_call_is_not_made_once_the_thread_moved_on(db: Db) {
 }
 
 both_backends!(a_call_is_not_made_once_the_thread_moved_on);
+
+/// A thread never seen starts as `Thread::new` on both stores (SQLite writes it from that
+/// value, PostgreSQL from the schema's defaults), and what a decision made of it reads back as
+/// decided, even when the decision changed nothing.
+async fn a_new_thread_starts_as_the_core_makes_it(db: Db) {
+    use std::sync::{Arc, Mutex};
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let now = now_ms();
+    let seen = Arc::new(Mutex::new(None));
+    let seen_by_decide = Arc::clone(&seen);
+    let decision = store
+        .apply(PAGE_ID, PSID, now, move |t: &Thread| {
+            *seen_by_decide.lock().unwrap() = Some(t.clone());
+            Decision::set(t.clone(), "test", vec![])
+        })
+        .await
+        .unwrap();
+    let before = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(before, Thread::new(PAGE_ID, PSID, now));
+    assert_eq!(
+        store.thread(PAGE_ID, PSID).await.unwrap(),
+        Some(decision.thread)
+    );
+
+    let other = "7100000000000002";
+    let decision = store
+        .apply(PAGE_ID, other, now, move |t: &Thread| {
+            let mut t = t.clone();
+            t.state = State::Passing;
+            t.epoch = 3;
+            t.session = Some("projects/p/agent/sessions/s".into());
+            Decision::set(t, "test", vec![])
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.thread(PAGE_ID, other).await.unwrap(),
+        Some(decision.thread)
+    );
+    store.close().await;
+}
+
+both_backends!(a_new_thread_starts_as_the_core_makes_it);

@@ -54,18 +54,28 @@ const SELECT_THREAD_FOR_UPDATE: &str = concat!(
     " FROM threads WHERE page_id = $1 AND psid = $2 FOR UPDATE"
 );
 
-/// A new thread. SQLite inserts it with `INSERT_THREAD` and reads it back with `SELECT_THREAD`:
-/// `RETURNING` would give the statement a statement journal (a copy of every page it changes,
-/// made and thrown away), which cost more than the second statement.
-const INSERT_THREAD: &str = "INSERT INTO threads (page_id, psid, state, state_since, \
-     created_at, updated_at) VALUES ($1, $2, 'BOT', $3, $3, $3) \
-     ON CONFLICT (page_id, psid) DO NOTHING";
-/// PostgreSQL: one round trip.
-const INSERT_THREAD_RETURNING: &str = concat!(
+/// PostgreSQL: a new thread, as the schema's defaults make it; one round trip.
+const INSERT_THREAD: &str = concat!(
     "INSERT INTO threads (page_id, psid, state, state_since, created_at, updated_at) \
      VALUES ($1, $2, 'BOT', $3, $3, $3) ON CONFLICT (page_id, psid) DO NOTHING RETURNING ",
     thread_columns!()
 );
+
+/// A thread as decided: `UPDATE_THREAD` writes a stored one, `INSERT_DECIDED` (SQLite, whose
+/// one writer holds the database's lock) a new one that started as `Thread::new`, in one
+/// statement instead of an insert, a read and an update. The same parameters for both.
+const UPDATE_THREAD: &str = "UPDATE threads SET state = $3, owner_app_id = $4, session = $5, \
+     snapshot = $6, last_user_msg_at = $7, last_agent_msg_at = $8, pending_welcome = $9, \
+     return_reason = $10, human_since = $11, last_error = $12, state_since = $13, \
+     updated_at = $14, state_at = $15, epoch = $16, notified_epoch = $17, \
+     next_check_at = $18, checks = $19, owner_in_doubt = $20, returned_at = $21, \
+     asked_in_doubt = $22, waiting_since = $23 WHERE page_id = $1 AND psid = $2";
+const INSERT_DECIDED: &str = "INSERT INTO threads (page_id, psid, state, owner_app_id, session, \
+     snapshot, last_user_msg_at, last_agent_msg_at, pending_welcome, return_reason, \
+     human_since, last_error, state_since, updated_at, state_at, epoch, notified_epoch, \
+     next_check_at, checks, owner_in_doubt, returned_at, asked_in_doubt, waiting_since, \
+     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+     $16, $17, $18, $19, $20, $21, $22, $23, $14)";
 
 pub(super) fn thread_from_row(row: &Row) -> Result<Thread, StoreError> {
     let state = row.text(2)?;
@@ -125,32 +135,29 @@ pub(super) fn apply_in(
         Backend::Postgres => SELECT_THREAD_FOR_UPDATE,
         Backend::Sqlite => SELECT_THREAD,
     };
-    // The common case, a known thread, costs one statement; a new one, three at most (on
-    // PostgreSQL the insert finds the row taken only when another replica created it
-    // meanwhile).
-    let row = match conn.query_opt(select, params![page_id, psid])? {
-        Some(row) => row,
-        None if conn.backend() == Backend::Sqlite => {
-            conn.execute(INSERT_THREAD, params![page_id, psid, now])?;
-            conn.query_one(select, params![page_id, psid])?
+    // The common case, a known thread, costs one statement and its update; a new one, two
+    // on SQLite, and on PostgreSQL three at most (the insert finds the row taken only when
+    // another replica created it meanwhile).
+    let (before, stored) = match conn.query_opt(select, params![page_id, psid])? {
+        Some(row) => (thread_from_row(&row)?, true),
+        None if conn.backend() == Backend::Sqlite => (Thread::new(page_id, psid, now), false),
+        None => {
+            let row = match conn.query_opt(INSERT_THREAD, params![page_id, psid, now])? {
+                Some(row) => row,
+                None => conn.query_one(select, params![page_id, psid])?,
+            };
+            (thread_from_row(&row)?, true)
         }
-        None => match conn.query_opt(INSERT_THREAD_RETURNING, params![page_id, psid, now])? {
-            Some(row) => row,
-            None => conn.query_one(select, params![page_id, psid])?,
-        },
     };
-    let before = thread_from_row(&row)?;
     let decision = decide(&before);
     let t = &decision.thread;
-    if *t != before {
+    if *t != before || !stored {
         conn.execute(
-            "UPDATE threads SET state = $3, owner_app_id = $4, session = $5, snapshot = $6, \
-             last_user_msg_at = $7, last_agent_msg_at = $8, pending_welcome = $9, \
-             return_reason = $10, human_since = $11, last_error = $12, state_since = $13, \
-             updated_at = $14, state_at = $15, epoch = $16, notified_epoch = $17, \
-             next_check_at = $18, checks = $19, owner_in_doubt = $20, returned_at = $21, \
-             asked_in_doubt = $22, waiting_since = $23 \
-             WHERE page_id = $1 AND psid = $2",
+            if stored {
+                UPDATE_THREAD
+            } else {
+                INSERT_DECIDED
+            },
             params![
                 page_id,
                 psid,

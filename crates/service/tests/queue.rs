@@ -108,3 +108,55 @@ async fn a_new_thread_starts_as_the_core_makes_it(db: Db) {
 }
 
 both_backends!(a_new_thread_starts_as_the_core_makes_it);
+
+/// A welcome whose call an earlier run made (it was marked in doubt, then the process died) is
+/// not given again when its job runs after the restart, nor kept for the user's next message,
+/// even when it could not be sent now (`thread_owner` is being asked). Found by the chaos test
+/// (seed 3): the rerun kept it, and the user's next message gave it a second time.
+async fn a_welcome_in_doubt_is_not_kept_for_later(db: Db) {
+    use common::app::{TestApp, requests_to};
+    use common::mocks::accept_posts;
+    let db = TestDb::new(db).await;
+    let graph = wiremock::MockServer::start().await;
+    accept_posts(&graph).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let now = now_ms();
+    store
+        .apply(PAGE_ID, PSID, now, move |t: &Thread| {
+            let mut t = t.clone();
+            t.state = State::Bot;
+            t.epoch = 1;
+            t.owner_in_doubt = true;
+            t.last_user_msg_at = Some(now);
+            Decision::set(t, "test", vec![])
+        })
+        .await
+        .unwrap();
+    let welcome = JobPayload::SendWelcome {
+        welcome: WelcomeKind::WelcomeBack,
+        epoch: 1,
+    };
+    store
+        .enqueue(Some((PAGE_ID, PSID)), &welcome, now, now)
+        .await
+        .unwrap();
+    // The earlier run: claimed, marked, called; then the process died (its lease is over).
+    let job = store.claim("died", 1, 60_000, now).await.unwrap().remove(0);
+    assert_eq!(
+        store.mark_in_doubt(&job, State::Bot, 1).await.unwrap(),
+        Mark::Marked
+    );
+    assert!(store.extend_lease(&job, now).await.unwrap());
+    store.close().await;
+
+    let app = TestApp::against(&db, &graph, &[]).await;
+    app.wait_idle(PSID).await;
+    let t = app.thread(PSID).await.unwrap();
+    assert_eq!(t.notified_epoch, 1, "{t:?}");
+    assert_eq!(t.pending_welcome, None, "{t:?}");
+    assert!(requests_to(&graph, "/messages").await.is_empty());
+    app.stop().await;
+}
+
+both_backends!(a_welcome_in_doubt_is_not_kept_for_later);

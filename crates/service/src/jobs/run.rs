@@ -391,18 +391,21 @@ async fn send_welcome(
     let Some(thread) = svc.store.thread(page_id, psid).await? else {
         return skip(svc, job, "unknown thread").await;
     };
-    match welcome_plan(&thread, epoch, now_ms()) {
-        WelcomePlan::Send => {}
-        WelcomePlan::Skip(why) => return skip(svc, job, why).await,
-        WelcomePlan::Defer(why) => {
-            info!(why, "message kept for the user's next message");
-            let input = Input::WelcomeDeferred { kind, epoch };
-            return apply(svc, job, Finish::Done, input).await;
-        }
+    let plan = welcome_plan(&thread, epoch, now_ms());
+    if let WelcomePlan::Skip(why) = plan {
+        return skip(svc, job, why).await;
     }
     if job.in_doubt {
-        // An earlier attempt may have reached the user: at most once, so not again.
+        // An earlier attempt may have reached the user: at most once, so not again, and not
+        // kept for later either, even when it could not be sent now (the chaos test's seed 3:
+        // a rerun while `thread_owner` was being asked kept it, and the user's next message
+        // gave it a second time).
         return apply(svc, job, Finish::Done, Input::WelcomeUnknown { epoch }).await;
+    }
+    if let WelcomePlan::Defer(why) = plan {
+        info!(why, "message kept for the user's next message");
+        let input = Input::WelcomeDeferred { kind, epoch };
+        return apply(svc, job, Finish::Done, input).await;
     }
     let text = match kind {
         WelcomeKind::WelcomeBack => &svc.settings.welcome_back_message,

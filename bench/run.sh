@@ -290,23 +290,27 @@ drain() { # column base_url why
     return 1
 }
 
-# plain, handover, ingest against BASE; drains the queue between cases when DRAIN is 1.
-load_cases() { # column base_url drain(0/1)
-    local col=$1 base=$2 dr=$3
+# plain, handover, ingest against the service (column BACKEND) and, just before each, the same
+# case against the floor (column floor_BACKEND), so that each ratio compares two runs made
+# seconds apart: on a shared machine the speed drifts over a run of several minutes. Drains the
+# service's queue after the handover and ingest cases.
+load_cases() { # backend service_url floor_url
+    local col=$1 base=$2 floor=$3 fcol=floor_$1
     echo "== $col: warming $USERS users" >&2
     if ! run_tracked "$TOOL" warm --url "$base" --token "$TOKEN" --users "$USERS" \
         --psid-base "$PLAIN_BASE" >"$W/warm-$col.txt" 2>&1; then
         note "$col: warming failed: $(cat "$W/warm-$col.txt")"
         FAILED=1
     fi
+    wrk_case "$fcol" plain "$floor/fulfillment" plain "$W/plain.tpl" 91 "$USERS" || true
     wrk_case "$col" plain "$base/fulfillment" plain "$W/plain.tpl" 91 "$USERS" || true
+    wrk_case "$fcol" handover "$floor/fulfillment" handover "$W/handover.tpl" 92 || true
     wrk_case "$col" handover "$base/fulfillment" handover "$W/handover.tpl" 92 || true
-    if ((dr)); then drain "$col" "$base" "the handover case" || true; fi
+    drain "$col" "$base" "the handover case" || true
+    wrk_case "$fcol" ingest "$floor/messenger" deliveries "$W/deliveries.txt" || true
     wrk_case "$col" ingest "$base/messenger" deliveries "$W/deliveries.txt" || true
-    if ((dr)); then
-        ingest_check "$col" "$base"
-        drain "$col" "$base" "the ingest case" || return 1
-    fi
+    ingest_check "$col" "$base"
+    drain "$col" "$base" "the ingest case" || return 1
 }
 
 # Every delivery wrk saw answered must have been stored as a new event, none as a duplicate.
@@ -406,17 +410,14 @@ free_port
 FLOOR_PORT=$PORT
 FLOOR=http://127.0.0.1:$FLOOR_PORT
 echo "== floor" >&2
+# Kept running: each load case of a backend runs against it just before (load_cases).
 if start_ready floor "$FLOOR/readyz" "$TOOL" floor --listen "127.0.0.1:$FLOOR_PORT" \
     --graph "$STUB" --secret "$SECRET" --token "$TOKEN" --inbox-app-id "$INBOX_APP_ID"; then
     FLOOR_PID=$STARTED_PID
     CELL[floor|ready]=$READY_MS
-    load_cases floor "$FLOOR" 0 || true
-    peak_rss floor "$FLOOR_PID"
-    idle_cpu floor "$FLOOR_PID"
-    stop_pid "$FLOOR_PID"
 else
-    fail_cell floor ready "the floor did not start (see $W/floor.log)"
-    stop_pid "$STARTED_PID"
+    echo "run.sh: the floor did not start (see $W/floor.log)" >&2
+    exit 1
 fi
 
 declare -A SKIPPED=()
@@ -441,7 +442,7 @@ for backend in $BACKENDS; do
     echo "== $backend" >&2
     start_service "$backend" load "$STUB" ready || continue
     CELL[$backend|ready]=$READY_MS
-    if load_cases "$backend" "$SVC" 1; then
+    if load_cases "$backend" "$SVC" "$FLOOR"; then
         idle_cpu "$backend" "$SVC_PID"
     else
         CELL[$backend|idle]="FAILED"
@@ -479,6 +480,11 @@ for backend in $BACKENDS; do
     fi
     stop_pid "$SVC_PID"
 done
+
+# The floor's memory after every load case it ran, and its idle CPU.
+peak_rss floor "$FLOOR_PID"
+idle_cpu floor "$FLOOR_PID"
+stop_pid "$FLOOR_PID"
 
 # ---------------------------------------------------------------------------------------------
 # The table.
@@ -519,9 +525,29 @@ cell() { # column row
     fi
 }
 
+# The floor's figure paired with BACKEND's (its run just before), else its only one.
+floor_of() { # backend row
+    echo "${CELL[floor_$1|$2]:-${CELL[floor|$2]:-}}"
+}
+
+floor_cell() { # backend row
+    local v
+    v=$(floor_of "$1" "$2")
+    if [[ -n $v ]]; then
+        echo "$v"
+    elif [[ $2 == e2e_* ]]; then
+        echo ""
+    elif ! ran "$1"; then
+        echo "${SKIPPED[$1]:-not run}"
+    else
+        echo "n/a"
+    fi
+}
+
 ratio() { # column row
     [[ -n ${RATIO[$2]:-} ]] || return 0
-    local a=${CELL[$1|$2]:-} b=${CELL[floor|$2]:-}
+    local a=${CELL[$1|$2]:-} b
+    b=$(floor_of "$1" "$2")
     [[ $a =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] || return 0
     awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
 }
@@ -530,10 +556,10 @@ cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 {
     echo "Machine: $(nproc) × ${cpu_model:-unknown CPU}, Linux $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'). Settings: wrk -t $WRK_THREADS -c $CONNECTIONS -d ${DURATION}s; end-to-end $E2E_USERS users at $E2E_RATE/s; idle CPU over ${IDLE_SECS}s; messenger-handover $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
     echo
-    echo "| | sqlite | floor | sqlite/floor | postgres | postgres/floor |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| | sqlite | floor | sqlite/floor | postgres | floor | postgres/floor |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for r in "${ROWS[@]}"; do
-        echo "| ${LABEL[$r]} | $(cell sqlite "$r") | $(cell floor "$r") | $(ratio sqlite "$r") | $(cell postgres "$r") | $(ratio postgres "$r") |"
+        echo "| ${LABEL[$r]} | $(cell sqlite "$r") | $(floor_cell sqlite "$r") | $(ratio sqlite "$r") | $(cell postgres "$r") | $(floor_cell postgres "$r") | $(ratio postgres "$r") |"
     done
     if ((${#NOTES[@]} > 0)); then
         echo

@@ -142,6 +142,20 @@ pub(super) fn on_event(d: &mut Decision, event: &IncomingEvent, policy: &Policy,
                     new_owner_app_id.as_deref().unwrap_or("?")
                 ),
             };
+            // Passed to us by another app after our pass began: that app had the thread since
+            // (our pass was applied, its answer maybe lost, or the inbox took the thread) and
+            // gave it back, like the inbox's "Done". The pass is over, not to be made or
+            // repeated (the chaos test's seed 5: a pass in doubt was verified by thread_owner
+            // after the hand-back, found the bot owner, and made again). A take naming us
+            // says only that we own the thread, which a thread being passed still is.
+            if is_pass
+                && seen == Seen::Us
+                && d.thread.state == State::Passing
+                && span.age(&d.thread) == Age::Newer
+            {
+                became_bot(d, span.at(), policy, now, cause);
+                return;
+            }
             observe(d, seen, span, policy, now, cause);
         }
         EventKind::RequestThreadControl {

@@ -720,6 +720,18 @@ fn control_to_us_while_passing_agrees_and_the_pass_goes_on() {
 }
 
 #[test]
+fn a_pass_to_us_while_passing_ends_the_pass() {
+    // The inbox had the thread after our pass began (our pass was applied and its answer
+    // lost, or the inbox took it) and gave it back: the pass is not made or repeated.
+    let before = thread(State::Passing);
+    let d = on(&before, &pass_event(Some(APP)));
+    assert_moved(&d, &before, State::Bot);
+    assert!(d.thread.epoch > before.epoch, "a return of its own: {d:#?}");
+    assert!(d.cancel.contains(&JobKind::Pass), "{d:#?}");
+    assert!(jobs(&d).is_empty(), "{:?}", jobs(&d));
+}
+
+#[test]
 fn our_take_then_its_event_welcomes_exactly_once() {
     let human = thread(State::Human);
     let asked = on(&human, &standby("back to bot"));

@@ -5,7 +5,7 @@ mod common;
 use common::db::{Db, TestDb};
 use handover_core::jobs::{JobPayload, WelcomeKind};
 use handover_core::{Decision, State, Thread};
-use messenger_handover::store::{Mark, Store};
+use messenger_handover::store::{ClaimedJob, Mark, Store};
 use messenger_handover::time::now_ms;
 
 const PAGE_ID: &str = "958823367603818";
@@ -24,6 +24,19 @@ async fn put(store: &Store, state: State, epoch: i64) {
         .unwrap();
 }
 
+/// A welcome back for epoch 1, queued and claimed by `worker`.
+async fn welcome_claimed_by(store: &Store, worker: &str, now: i64) -> ClaimedJob {
+    let welcome = JobPayload::SendWelcome {
+        welcome: WelcomeKind::WelcomeBack,
+        epoch: 1,
+    };
+    store
+        .enqueue(Some((PAGE_ID, PSID)), &welcome, now, now)
+        .await
+        .unwrap();
+    store.claim(worker, 1, 60_000, now).await.unwrap().remove(0)
+}
+
 /// A welcome's job read the thread as BOT in epoch 1; a new handover (epoch 2) commits before
 /// its call. The in-doubt mark, which precedes every call, finds the thread moved on: no call
 /// is made. On a thread as the job read it, the mark is made; and a job the worker no longer
@@ -34,15 +47,7 @@ async fn a_call_is_not_made_once_the_thread_moved_on(db: Db) {
     store.migrate().await.unwrap();
     let now = now_ms();
     put(&store, State::Bot, 1).await;
-    let welcome = JobPayload::SendWelcome {
-        welcome: WelcomeKind::WelcomeBack,
-        epoch: 1,
-    };
-    store
-        .enqueue(Some((PAGE_ID, PSID)), &welcome, now, now)
-        .await
-        .unwrap();
-    let job = store.claim("w1", 1, 60_000, now).await.unwrap().remove(0);
+    let job = welcome_claimed_by(&store, "w1", now).await;
     put(&store, State::Passing, 2).await;
     assert_eq!(
         store.mark_in_doubt(&job, State::Bot, 1).await.unwrap(),
@@ -133,16 +138,8 @@ async fn a_welcome_in_doubt_is_not_kept_for_later(db: Db) {
         })
         .await
         .unwrap();
-    let welcome = JobPayload::SendWelcome {
-        welcome: WelcomeKind::WelcomeBack,
-        epoch: 1,
-    };
-    store
-        .enqueue(Some((PAGE_ID, PSID)), &welcome, now, now)
-        .await
-        .unwrap();
     // The earlier run: claimed, marked, called; then the process died (its lease is over).
-    let job = store.claim("died", 1, 60_000, now).await.unwrap().remove(0);
+    let job = welcome_claimed_by(&store, "died", now).await;
     assert_eq!(
         store.mark_in_doubt(&job, State::Bot, 1).await.unwrap(),
         Mark::Marked

@@ -512,14 +512,12 @@ declare -A RATIO=([plain_rps]=1 [plain_p50]=1 [plain_p99]=1 [handover_rps]=1 [ha
 
 ran() { [[ " $BACKENDS " == *" $1 "* ]] && [[ -z ${SKIPPED[$1]:-} ]]; }
 
-cell() { # column row
+cell() { # backend row
     local v=${CELL[$1|$2]:-}
     if [[ -n $v ]]; then
         echo "$v"
-    elif [[ $1 != floor ]] && ! ran "$1"; then
+    elif ! ran "$1"; then
         echo "${SKIPPED[$1]:-not run}"
-    elif [[ $1 == floor ]] && [[ $2 == e2e_* ]]; then
-        echo ""
     else
         echo "n/a"
     fi

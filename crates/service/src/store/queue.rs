@@ -323,9 +323,10 @@ fn claim_in(
         }
         Backend::Sqlite => {
             let rows = conn.query(CLAIM_SQLITE, &claim[..2])?;
+            let mut one = claim.to_vec();
+            one.push(Value::Null); // the job's id, set per row
             for row in &rows {
-                let mut one = claim.to_vec();
-                one.push(Value::Int(row.int(0)?));
+                one[4] = Value::Int(row.int(0)?);
                 conn.execute(CLAIM_ONE_SQLITE, &one)?;
             }
             rows

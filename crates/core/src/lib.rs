@@ -13,6 +13,6 @@ pub mod turns;
 
 pub use machine::{
     CallOutcome, Decision, Failure, Input, NotifyPolicy, Owner, OwnerCheck, Policy, WelcomePlan,
-    call_metadata, decide, welcome_plan,
+    call_metadata, cancelled_by_return, decide, welcome_plan,
 };
 pub use thread::{ReturnReason, State, Thread};

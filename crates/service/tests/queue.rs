@@ -157,3 +157,102 @@ async fn a_welcome_in_doubt_is_not_kept_for_later(db: Db) {
 }
 
 both_backends!(a_welcome_in_doubt_is_not_kept_for_later);
+
+/// A return by fulfillment commits while the handover's pass is in doubt: its call was made
+/// and Meta applied it, but the answer was lost, and the process died during the call
+/// (`running`, its lease over) or the job waits to be tried again (`pending`, in doubt). The
+/// return does not forget that pass as moot: the pass's next run asks `thread_owner`, finds
+/// the inbox, and the state machine takes the thread back for the return. Found by the chaos
+/// test (seed 82): the service said BOT while the inbox owned the thread.
+async fn a_pass_that_landed_after_the_return_that_cancelled_it_is_undone(db: Db) {
+    use common::app::{INBOX, TestApp, requests_to, settings};
+    use common::mocks::graph_mock;
+    use handover_core::thread::{ReturnReason, Snapshot};
+    use handover_core::{Input, decide};
+    use messenger_handover::app::policy_from;
+    use messenger_handover::config::Settings;
+    use messenger_handover::store::Finish;
+    const SESSION: &str = "projects/p/agent/sessions/s";
+    let db = TestDb::new(db).await;
+    let (graph, meta_owner) = graph_mock().await;
+    let raw = settings(&db, &graph, &[]);
+    let policy = policy_from(&Settings::from_raw(&raw).unwrap());
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let users = [("7100000000000011", false), ("7100000000000012", true)];
+    let now = now_ms();
+    for (psid, _) in users {
+        let handover = Input::Handover {
+            session: SESSION.into(),
+            snapshot: Snapshot::from_json("[]"),
+            asked_at: None,
+        };
+        let p = policy.clone();
+        let passing = store
+            .apply(PAGE_ID, psid, now, move |t: &Thread| {
+                decide(t, &handover, &p, now)
+            })
+            .await
+            .unwrap();
+        assert_eq!(passing.thread.state, State::Passing);
+    }
+    let claimed = store.claim("died", 10, 60_000, now).await.unwrap();
+    for (psid, retried) in users {
+        let pass = claimed
+            .iter()
+            .find(|j| j.psid.as_deref() == Some(psid))
+            .filter(|j| matches!(j.payload, JobPayload::Pass { .. }))
+            .expect("the handover queued its pass");
+        assert_eq!(
+            store.mark_in_doubt(pass, State::Passing, 1).await.unwrap(),
+            Mark::Marked
+        );
+        // The call went through at Meta; its answer never came back.
+        if retried {
+            let retry = Finish::Retry {
+                run_at: now,
+                error: "timed out".into(),
+                in_doubt: true,
+            };
+            assert!(store.finish(pass, retry, now).await.unwrap());
+        } else {
+            assert!(store.extend_lease(pass, now).await.unwrap());
+        }
+        let back = Input::ReturnByFulfillment {
+            session: SESSION.into(),
+            heard_at: None,
+        };
+        let p = policy.clone();
+        let returned = store
+            .apply(PAGE_ID, psid, now, move |t: &Thread| {
+                decide(t, &back, &p, now)
+            })
+            .await
+            .unwrap();
+        assert_eq!(returned.thread.state, State::Bot);
+        assert_eq!(
+            returned.thread.return_reason,
+            Some(ReturnReason::Fulfillment)
+        );
+    }
+    store.close().await;
+    meta_owner.set(Some(INBOX));
+
+    let app = TestApp::start(&raw).await;
+    for (psid, retried) in users {
+        app.wait_idle(psid).await;
+        let t = app.thread(psid).await.unwrap();
+        assert_eq!(t.state, State::Bot, "retried {retried}: {t:?}");
+        assert_eq!(
+            app.jobs_of(psid, "take").await.len(),
+            1,
+            "retried {retried}: the landed pass was taken back"
+        );
+    }
+    assert_eq!(requests_to(&graph, "/pass_thread_control").await.len(), 0);
+    assert_eq!(requests_to(&graph, "/take_thread_control").await.len(), 2);
+    assert_eq!(meta_owner.get().as_deref(), Some(common::app::APP_ID));
+    app.stop().await;
+}
+
+both_backends!(a_pass_that_landed_after_the_return_that_cancelled_it_is_undone);

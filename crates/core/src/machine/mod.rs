@@ -43,6 +43,7 @@ pub use facts::call_metadata;
 use facts::*;
 pub use notices::NotifyPolicy;
 pub use report::{Cause, Direction, Handover};
+pub use transitions::cancelled_by_return;
 use transitions::*;
 pub use welcome::{WelcomePlan, welcome_plan};
 

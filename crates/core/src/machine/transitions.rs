@@ -157,8 +157,9 @@ pub(super) fn start_take(
 }
 
 /// The thread is `BOT` because the return right after the handover of `pass_epoch` cancelled
-/// its pass (no take since): a pass of that handover that lands now must be undone.
-pub(super) fn cancelled_by_return(thread: &Thread, pass_epoch: i64) -> bool {
+/// its pass (no take since): a pass of that handover that lands now must be undone. So a
+/// pass of that handover whose outcome is unknown must still learn whether it landed.
+pub fn cancelled_by_return(thread: &Thread, pass_epoch: i64) -> bool {
     thread.state == State::Bot && thread.return_reason.is_some() && pass_epoch + 1 == thread.epoch
 }
 

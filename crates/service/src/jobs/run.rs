@@ -16,7 +16,7 @@ use crate::time::now_ms;
 use handover_core::jobs::{CheckWhy, JobPayload, WelcomeKind};
 use handover_core::{
     CallOutcome, Decision, Failure, Input, Owner, OwnerCheck, Policy, State, Thread, WelcomePlan,
-    decide, welcome_plan,
+    cancelled_by_return, decide, welcome_plan,
 };
 
 /// Batches of expired rows the reconciler deletes per run (`Store::prune`): enough for a
@@ -219,7 +219,14 @@ async fn thread_control(
     if job.in_doubt {
         let thread = svc.store.thread(page_id, psid).await?;
         if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((control.waiting_state(), epoch)) {
-            return skip(svc, job, MOOT).await;
+            // A return cancelled this pass while its call was in flight (chaos seed 82): if
+            // the call landed, the inbox has the thread the bot is believed to own. Only Meta
+            // can say; the state machine takes the thread back if it did.
+            let undo = matches!(control, Control::Pass { .. })
+                && thread.is_some_and(|t| cancelled_by_return(&t, epoch));
+            if !undo {
+                return skip(svc, job, MOOT).await;
+            }
         }
         // An earlier attempt may have been applied. Its own webhook event, which names its
         // epoch, settles that exactly; `thread_owner` cannot tell "never applied" from

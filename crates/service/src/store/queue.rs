@@ -160,7 +160,9 @@ pub(super) fn insert_events_jobs_in(
     Ok(())
 }
 
-/// Cancels the thread's pending jobs of these kinds, in one statement.
+/// Cancels the thread's pending jobs of these kinds, in one statement. A pass in doubt is
+/// kept: its call may have landed after all, and only its next run asks Meta whether it did
+/// (the state machine takes the thread back if so).
 pub(super) fn cancel_pending_in(
     conn: &mut dyn Conn,
     thread_key: &str,
@@ -170,16 +172,21 @@ pub(super) fn cancel_pending_in(
     if kinds.is_empty() {
         return Ok(0);
     }
-    // `$3, $4, …`: one text per number of kinds, each prepared once.
+    // `$4, $5, …`: one text per number of kinds, each prepared once.
     let list = (0..kinds.len())
-        .map(|i| format!("${}", i + 3))
+        .map(|i| format!("${}", i + 4))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
         "UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2, \
-         singleton = NULL WHERE thread_key = $1 AND status = 'pending' AND kind IN ({list})"
+         singleton = NULL WHERE thread_key = $1 AND status = 'pending' AND kind IN ({list}) \
+         AND (in_doubt = 0 OR kind <> $3)"
     );
-    let mut values = vec![Value::Text(thread_key), Value::Int(now)];
+    let mut values = vec![
+        Value::Text(thread_key),
+        Value::Int(now),
+        Value::Text(JobKind::Pass.as_str()),
+    ];
     values.extend(kinds.iter().map(|k| Value::Text(k.as_str())));
     conn.execute(&sql, &values)
 }

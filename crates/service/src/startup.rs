@@ -216,7 +216,7 @@ pub struct Application {
 impl Application {
     /// Connects and migrates the store, binds the listener and starts the worker.
     pub async fn build(settings: Settings) -> Result<Application, StartError> {
-        let store = Store::connect(&settings.database_url).await?;
+        let store = Store::connect_with(&settings.database_url, settings.database_writers).await?;
         let applied = store.migrate().await?;
         if applied > 0 {
             info!(

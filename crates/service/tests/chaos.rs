@@ -732,3 +732,63 @@ fn sends_refused_for_the_service_or_the_handover_reply_are_caught() {
     )]);
     assert!(model::check_owner_sends(&m, &h).is_empty());
 }
+
+/// A delivery about `summary`, with `outcome`.
+fn delivery(summary: &str, outcome: DeliveryOutcome) -> Observed {
+    Observed::Delivery(DeliveryRecord {
+        channel: "messaging".into(),
+        summary: summary.into(),
+        event_ts: 0,
+        mid: None,
+        outcome,
+        detail: String::new(),
+    })
+}
+
+#[test]
+fn only_a_move_by_another_app_whose_news_was_all_lost_waits_for_the_next_contact() {
+    let m = test_model(0);
+    let done = "pass_thread_control page inbox → bot app";
+    let mut trip = good_round_trip();
+    trip.push((
+        800,
+        owner(Some(BOT), Some(INBOX), BOT, "pass_thread_control"),
+    ));
+    trip.push((
+        900,
+        owner(Some(INBOX), Some(BOT), INBOX, "page inbox: done"),
+    ));
+    let unseen = {
+        let mut t = trip.clone();
+        t.push((901, delivery(done, DeliveryOutcome::Dropped)));
+        history(t)
+    };
+    assert_eq!(model::last_move_unseen(&m, &unseen), Some(13));
+    // Anything delivered after the move could have told the service.
+    let told = {
+        let mut t = trip.clone();
+        t.push((901, delivery(done, DeliveryOutcome::Dropped)));
+        t.push((950, echo_delivered(INBOX, "bye")));
+        history(t)
+    };
+    assert_eq!(model::last_move_unseen(&m, &told), None);
+    // Nothing lost: the delivery may still be on its way, the service must see it.
+    assert_eq!(model::last_move_unseen(&m, &history(trip.clone())), None);
+    // The service's own call, its answer and its event lost: the service's to verify.
+    let own = {
+        let mut t = trip;
+        t.push((
+            1000,
+            owner(Some(BOT), Some(INBOX), BOT, "pass_thread_control"),
+        ));
+        t.push((
+            1001,
+            delivery(
+                "pass_thread_control bot app → page inbox",
+                DeliveryOutcome::Dropped,
+            ),
+        ));
+        history(t)
+    };
+    assert_eq!(model::last_move_unseen(&m, &own), None);
+}

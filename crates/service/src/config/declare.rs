@@ -44,6 +44,8 @@ settings! {
     PORT: Deployment, Number { min: 0, max: u16::MAX as u64 }, Default("8080");
     /// `sqlite://…` embedded (one replica; the file is created, WAL mode) or `postgres://…` (several replicas).
     DATABASE_URL: Deployment, DatabaseUrl, Default("sqlite://handover.db");
+    /// PostgreSQL: connections that write, each running one transaction at a time (SQLite has one writer). More than the database's cores made it slower on the 2-core machine of the Performance section; raise it for a database far away, where each statement waits on the network.
+    DATABASE_WRITERS: Deployment, Number { min: 1, max: 256 }, Default("4");
     /// The bot app's id: events naming it are "us".
     FB_APP_ID: Account, MetaId("app id"), Required("the bot app's id");
     /// The bot app's secret: `appsecret_proof` on every Graph call, and webhook signatures unless `FB_WEBHOOK_APP_SECRET` is set.

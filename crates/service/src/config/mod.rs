@@ -91,6 +91,8 @@ pub struct Settings {
     pub host: String,
     pub port: u16,
     pub database_url: String,
+    /// PostgreSQL's write connections (`DATABASE_WRITERS`).
+    pub database_writers: usize,
     pub fb_app_id: String,
     pub fb_app_secret: Secret,
     /// Secret of the app whose webhook points at `/messenger` (companion mode: the second
@@ -199,6 +201,7 @@ impl Settings {
         let host = r.value(&HOST);
         let port = r.number(&PORT);
         let database_url = r.value(&DATABASE_URL);
+        let database_writers = r.number(&DATABASE_WRITERS);
 
         let fb_app_id = r.required(&FB_APP_ID);
         let fb_app_secret = r.required_secret(&FB_APP_SECRET);
@@ -286,6 +289,7 @@ impl Settings {
             host,
             port,
             database_url,
+            database_writers,
             fb_app_id,
             fb_app_secret,
             fb_webhook_app_secret,

@@ -19,6 +19,7 @@ fn defaults_follow_the_contract() {
     assert_eq!(s.port, 8080);
     assert_eq!(s.host, "0.0.0.0");
     assert_eq!(s.database_url, "sqlite://handover.db");
+    assert_eq!(s.database_writers, crate::store::DEFAULT_POSTGRES_WRITERS);
     assert_eq!(s.graph_api_base, "https://graph.facebook.com");
     assert_eq!(s.graph_api_version, "v25.0");
     assert_eq!(s.handover_target_app_id, PAGE_INBOX_APP_ID);

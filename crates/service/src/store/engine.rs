@@ -201,11 +201,15 @@ impl Drop for WritesPaused {
 
 impl Engine {
     /// Starts the threads, each opening its connection to `url`; fails if one cannot.
-    pub async fn start(backend: Backend, url: &str) -> Result<Engine, StoreError> {
+    pub async fn start(
+        backend: Backend,
+        url: &str,
+        postgres_writers: usize,
+    ) -> Result<Engine, StoreError> {
         let (writers, readers) = match backend {
             // SQLite has one writer; readers go on beside it (WAL).
             Backend::Sqlite => (1, 2),
-            Backend::Postgres => (16, 4),
+            Backend::Postgres => (postgres_writers, 4),
         };
         let (writes, write_rx) = mpsc::channel(QUEUE);
         let (reads, read_rx) = mpsc::channel(QUEUE);

@@ -124,16 +124,25 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// `DATABASE_WRITERS`' default (the settings test holds the two together).
+pub const DEFAULT_POSTGRES_WRITERS: usize = 4;
+
 impl Store {
-    /// Connects; an SQLite file is created on first start, in WAL mode.
+    /// Connects with `DATABASE_WRITERS`' default; an SQLite file is created on first start,
+    /// in WAL mode.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, DEFAULT_POSTGRES_WRITERS).await
+    }
+
+    /// Connects, with `postgres_writers` write connections on PostgreSQL.
+    pub async fn connect_with(url: &str, postgres_writers: usize) -> Result<Store, StoreError> {
         let backend = Backend::of_url(url)?;
         // Checked here, so a bad URL is one clear error rather than one per thread.
         match backend {
             Backend::Sqlite => drop(db::sqlite::parse_url(url)?),
             Backend::Postgres => drop(db::postgres::parse_url(url)?),
         }
-        let engine = Engine::start(backend, url).await?;
+        let engine = Engine::start(backend, url, postgres_writers.max(1)).await?;
         Ok(Store {
             engine: Arc::new(engine),
             shared: Arc::default(),

@@ -769,6 +769,40 @@ pub fn lost_deliveries(timeline: &[Observation]) -> Vec<String> {
         .collect()
 }
 
+/// The thread's last move is one the service could not have seen: another app made it (the
+/// inbox's "Done", an agent's take) and no delivery about the user reached the service after
+/// it, one or more being lost for good. Only `thread_owner` could tell, and the reconciler asks
+/// about a `HUMAN` thread after a day; the user's next message tells at once (it comes on
+/// `messaging` to the owner). Returns the move's number. Not for the service's own calls: a call
+/// whose answer was lost is the service's to verify (seed 82).
+pub fn last_move_unseen(model: &Model, timeline: &[Observation]) -> Option<u64> {
+    let (i, change) = timeline
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, o)| match &o.what {
+            Observed::OwnerChanged(c) => Some((i, c)),
+            _ => None,
+        })?;
+    let by_other_app = change.by != model.bot && change.by.bytes().all(|b| b.is_ascii_digit());
+    if !by_other_app {
+        return None;
+    }
+    let mut lost = false;
+    for o in &timeline[i + 1..] {
+        if let Observed::Delivery(d) = &o.what {
+            match d.outcome {
+                DeliveryOutcome::Delivered => return None,
+                DeliveryOutcome::Dropped
+                | DeliveryOutcome::GaveUp
+                | DeliveryOutcome::DroppedWhileHeld => lost = true,
+                DeliveryOutcome::Held => {}
+            }
+        }
+    }
+    lost.then_some(change.seq)
+}
+
 /// Every invariant but I1 (which needs the service's state).
 pub fn check_timeline(model: &Model, timeline: &[Observation]) -> Vec<Violation> {
     let mut v = check_handovers(model, timeline);
@@ -1084,6 +1118,23 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         tokio::time::sleep(Duration::from_secs(window)).await;
         quiet = quiesce(&world, &psids, Duration::from_secs(30)).await;
     }
+    // A move the service could not have seen (`last_move_unseen`) must be put right at the
+    // user's next contact: each such user writes once more, and I1 is checked after that.
+    let model = Model::of(&world);
+    let mut next_contact = std::collections::HashMap::new();
+    for p in &psids {
+        let state = state_of(&world, p).await;
+        if check_agreement(&model, state.as_deref(), emu.owner(p).as_deref()).is_empty() {
+            continue;
+        }
+        if let Some(seq) = last_move_unseen(&model, &emu.timeline(p)) {
+            emu.user_says(p, "Hello again").await;
+            next_contact.insert(p.clone(), seq);
+        }
+    }
+    if quiet && !next_contact.is_empty() {
+        quiet = quiesce(&world, &psids, Duration::from_secs(30)).await;
+    }
     if !quiet {
         violations.push((
             "(all)".into(),
@@ -1096,7 +1147,6 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     }
 
     // The invariants, per user.
-    let model = Model::of(&world);
     let page = world.page_id();
     let mut text = String::new();
     let mut note_count = 0;
@@ -1128,7 +1178,12 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             }
         }
         found.extend(check_timeline(&model, &timeline));
-        let notes = notes(&model, &timeline);
+        let mut notes = notes(&model, &timeline);
+        if let Some(seq) = next_contact.get(p) {
+            notes.push(format!(
+                "the service could not see #{seq} (its delivery was lost): the user wrote once more after the script"
+            ));
+        }
         note_count += notes.len();
         if found.is_empty() {
             continue;

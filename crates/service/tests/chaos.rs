@@ -397,14 +397,15 @@ fn sent(from: &str, text: &str) -> Observed {
 
 /// The echo of `sent(from, text)` reached the service.
 fn echo_delivered(from: &str, text: &str) -> Observed {
-    Observed::Delivery(DeliveryRecord {
-        channel: "messaging".into(),
-        summary: format!("echo from {from}: {text:?}"),
-        event_ts: 0,
-        mid: Some(format!("m_{}", text.len())),
-        outcome: DeliveryOutcome::Delivered,
-        detail: "200".into(),
-    })
+    let mut echo = delivery(
+        &format!("echo from {from}: {text:?}"),
+        DeliveryOutcome::Delivered,
+    );
+    if let Observed::Delivery(d) = &mut echo {
+        d.mid = Some(format!("m_{}", text.len()));
+        d.detail = "200".into();
+    }
+    echo
 }
 
 fn says(text: &str, owner: &str) -> Observed {

@@ -181,20 +181,21 @@ async fn a_pass_that_landed_after_the_return_that_cancelled_it_is_undone(db: Db)
     store.migrate().await.unwrap();
     let users = [("7100000000000011", false), ("7100000000000012", true)];
     let now = now_ms();
+    // The state machine's decision for `input`, applied as the service applies it.
+    let decided = |psid: &'static str, input: Input<'static>| {
+        let (store, p) = (&store, policy.clone());
+        async move {
+            let decide_it = move |t: &Thread| decide(t, &input, &p, now);
+            store.apply(PAGE_ID, psid, now, decide_it).await.unwrap()
+        }
+    };
     for (psid, _) in users {
         let handover = Input::Handover {
             session: SESSION.into(),
             snapshot: Snapshot::from_json("[]"),
             asked_at: None,
         };
-        let p = policy.clone();
-        let passing = store
-            .apply(PAGE_ID, psid, now, move |t: &Thread| {
-                decide(t, &handover, &p, now)
-            })
-            .await
-            .unwrap();
-        assert_eq!(passing.thread.state, State::Passing);
+        assert_eq!(decided(psid, handover).await.thread.state, State::Passing);
     }
     let claimed = store.claim("died", 10, 60_000, now).await.unwrap();
     for (psid, retried) in users {
@@ -222,13 +223,7 @@ async fn a_pass_that_landed_after_the_return_that_cancelled_it_is_undone(db: Db)
             session: SESSION.into(),
             heard_at: None,
         };
-        let p = policy.clone();
-        let returned = store
-            .apply(PAGE_ID, psid, now, move |t: &Thread| {
-                decide(t, &back, &p, now)
-            })
-            .await
-            .unwrap();
+        let returned = decided(psid, back).await;
         assert_eq!(returned.thread.state, State::Bot);
         assert_eq!(
             returned.thread.return_reason,

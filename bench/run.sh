@@ -390,9 +390,9 @@ fresh_store() { # backend name
 echo "== inputs" >&2
 "$TOOL" template --kind plain --out "$W/plain.tpl"
 "$TOOL" template --kind handover --out "$W/handover.tpl"
-# Enough distinct deliveries for DURATION seconds at 100 000 a second (the floor took about
-# 68 000 a second on 2 cores); a wrk thread that runs out anyway is reported. About 320 bytes each.
-DELIVERIES=$((DURATION * 100000))
+# Enough distinct deliveries for DURATION seconds at 150 000 a second (the floor took up to
+# 100 000 a second on 2 cores); a wrk thread that runs out anyway is reported. About 320 bytes each.
+DELIVERIES=$((DURATION * 150000))
 "$TOOL" deliveries --count "$DELIVERIES" --secret "$SECRET" --users "$USERS" \
     --psid-base "$PLAIN_BASE" --out "$W/deliveries.txt"
 

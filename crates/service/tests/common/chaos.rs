@@ -772,9 +772,9 @@ pub fn lost_deliveries(timeline: &[Observation]) -> Vec<String> {
 /// The thread's last move is one the service could not have seen: another app made it (the
 /// inbox's "Done", an agent's take) and no delivery about the user reached the service after
 /// it, one or more being lost for good. Only `thread_owner` could tell, and the reconciler asks
-/// about a `HUMAN` thread after a day; the user's next message tells at once (the owner answers
-/// it, and the echo names the owner). Returns the move's number. Not for the service's own calls: a call
-/// whose answer was lost is the service's to verify (seed 82).
+/// about a `HUMAN` thread after a day; the user's next message tells at once (the owner
+/// answers it, and the echo names the owner). Returns the move's number. Not for the
+/// service's own calls: a call whose answer was lost is the service's to verify (seed 82).
 pub fn last_move_unseen(model: &Model, timeline: &[Observation]) -> Option<u64> {
     let (i, change) = timeline
         .iter()

@@ -397,15 +397,14 @@ fn sent(from: &str, text: &str) -> Observed {
 
 /// The echo of `sent(from, text)` reached the service.
 fn echo_delivered(from: &str, text: &str) -> Observed {
-    let mut echo = delivery(
-        &format!("echo from {from}: {text:?}"),
-        DeliveryOutcome::Delivered,
-    );
-    if let Observed::Delivery(d) = &mut echo {
-        d.mid = Some(format!("m_{}", text.len()));
-        d.detail = "200".into();
-    }
-    echo
+    Observed::Delivery(DeliveryRecord {
+        mid: Some(format!("m_{}", text.len())),
+        detail: "200".into(),
+        ..record(
+            &format!("echo from {from}: {text:?}"),
+            DeliveryOutcome::Delivered,
+        )
+    })
 }
 
 fn says(text: &str, owner: &str) -> Observed {
@@ -736,14 +735,18 @@ fn sends_refused_for_the_service_or_the_handover_reply_are_caught() {
 
 /// A delivery about `summary`, with `outcome`.
 fn delivery(summary: &str, outcome: DeliveryOutcome) -> Observed {
-    Observed::Delivery(DeliveryRecord {
+    Observed::Delivery(record(summary, outcome))
+}
+
+fn record(summary: &str, outcome: DeliveryOutcome) -> DeliveryRecord {
+    DeliveryRecord {
         channel: "messaging".into(),
         summary: summary.into(),
         event_ts: 0,
         mid: None,
         outcome,
         detail: String::new(),
-    })
+    }
 }
 
 #[test]

@@ -251,3 +251,127 @@ async fn a_pass_that_landed_after_the_return_that_cancelled_it_is_undone(db: Db)
 }
 
 both_backends!(a_pass_that_landed_after_the_return_that_cancelled_it_is_undone);
+
+/// A finished job hands on the next job of its thread in the same transaction
+/// (`Then::ClaimNext`), claimed for the same worker as a claim would have: the first that may
+/// run now in any of the thread's lanes, never one that waits behind a running job of its
+/// lane, nor one not yet due, nor one of another thread, and nothing at all when the lease was
+/// lost. A decision's new job due now is handed on the same way.
+async fn a_finished_job_hands_on_its_threads_next_job(db: Db) {
+    use handover_core::jobs::NewJob;
+    use messenger_handover::store::{Finish, Finished, Then};
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let now = now_ms();
+    let then = Then::ClaimNext { lease_ms: 60_000 };
+    let sync = JobPayload::SyncContexts { epoch: 1 };
+    let welcome = JobPayload::SendWelcome {
+        welcome: WelcomeKind::WelcomeBack,
+        epoch: 1,
+    };
+    let event = |event_id| JobPayload::ProcessEvent { event_id };
+    let other = "7100000000000002";
+    put(&store, State::Bot, 1).await;
+    // Effects lane: sync, then welcome. Events lane: two facts, the first run elsewhere.
+    for payload in [&event(1), &event(2), &sync, &welcome] {
+        store
+            .enqueue(Some((PAGE_ID, PSID)), payload, now, now)
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue(Some((PAGE_ID, other)), &sync, now, now)
+        .await
+        .unwrap();
+    let first = store.claim("w2", 1, 60_000, now).await.unwrap().remove(0);
+    assert_eq!(first.payload, event(1));
+    let mut mine = store.claim("w1", 1, 60_000, now).await.unwrap();
+    let job = mine.remove(0);
+    assert_eq!(job.payload, sync);
+
+    // The lease lost: nothing finished, nothing claimed.
+    let mut stranger = job.clone();
+    stranger.worker_id = "w3".into();
+    assert!(matches!(
+        store
+            .finish_then(&stranger, Finish::Done, then, now)
+            .await
+            .unwrap(),
+        Finished::LostLease
+    ));
+
+    // The welcome follows the sync; the second fact waits behind the first, still running.
+    let Finished::Held { next, .. } = store
+        .finish_then(&job, Finish::Done, then, now)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease was held");
+    };
+    let next = next.expect("the welcome is handed on");
+    assert_eq!(next.payload, welcome);
+    assert_eq!((next.worker_id.as_str(), next.attempts), ("w1", 1));
+    // Claimed indeed: another worker finds only the other thread's job.
+    let rest = store.claim("w4", 10, 60_000, now).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].psid.as_deref(), Some(other));
+
+    // The welcome's decision queues a check due now and one due later: the one due now is
+    // handed on. The second fact still waits behind the first.
+    let check = JobPayload::IdleCheck { generation: 7 };
+    let later = JobPayload::IdleCheck { generation: 8 };
+    let (c, l) = (check.clone(), later.clone());
+    let decide = move |t: &Thread| {
+        let jobs = vec![
+            NewJob {
+                payload: l.clone(),
+                delay_ms: 600_000,
+            },
+            NewJob::now(c.clone()),
+        ];
+        Decision::set(t.clone(), "test", jobs)
+    };
+    let Finished::Held { next, .. } = store
+        .finish_apply_then(&next, Finish::Done, then, now, decide)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease was held");
+    };
+    let next = next.expect("the check due now is handed on");
+    assert_eq!(next.payload, check);
+
+    // Once the first fact is done elsewhere, the second is next; after it, only the check due
+    // later is left, and nothing is handed on.
+    assert!(store.finish(&first, Finish::Done, now).await.unwrap());
+    let Finished::Held { next, .. } = store
+        .finish_then(&next, Finish::Done, then, now)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease was held");
+    };
+    let next = next.expect("the second fact is handed on");
+    assert_eq!(next.payload, event(2));
+    let Finished::Held { next, .. } = store
+        .finish_then(&next, Finish::Done, then, now)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease was held");
+    };
+    assert!(next.is_none(), "nothing else is due: {next:?}");
+    let left: Vec<_> = store
+        .jobs_for(PAGE_ID, PSID)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.status == messenger_handover::store::JobStatus::Pending)
+        .map(|j| j.payload)
+        .collect();
+    assert_eq!(left, vec![Some(later)]);
+    store.close().await;
+}
+
+both_backends!(a_finished_job_hands_on_its_threads_next_job);

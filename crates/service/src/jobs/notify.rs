@@ -5,7 +5,7 @@
 
 use tracing::{info, warn};
 
-use super::settle::{CallError, Outcome, finish, settle, skip, thread_of};
+use super::settle::{CallError, Ended, finish, settle, skip, thread_of};
 use crate::app::Services;
 use crate::notify::{Notice, NotifyError};
 use crate::store::{ClaimedJob, Finish, StoreError};
@@ -23,7 +23,7 @@ impl From<&NotifyError> for CallError {
     }
 }
 
-pub(super) async fn send(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+pub(super) async fn send(svc: &Services, job: &ClaimedJob) -> Result<Ended, StoreError> {
     let JobPayload::Notify {
         event,
         epoch,

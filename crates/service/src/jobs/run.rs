@@ -8,8 +8,10 @@ use crate::app::Services;
 use crate::config::ContextOnReturn;
 use crate::dialogflow::api::DialogflowError;
 use crate::jobs::notify;
-pub use crate::jobs::settle::Outcome;
-use crate::jobs::settle::{CallError, finish, outcome_of, retry_schedule, settle, skip, thread_of};
+use crate::jobs::settle::{
+    CallError, finish, outcome_of, retry_schedule, settle, skip, then, thread_of,
+};
+pub use crate::jobs::settle::{Ended, Outcome};
 use crate::messenger::graph::{GraphError, MessagingType, ThreadOwner};
 use crate::store::{ClaimedJob, Finish, Mark, Retention, StoreError};
 use crate::time::now_ms;
@@ -31,7 +33,7 @@ fn failure_of(e: &GraphError) -> Failure {
     }
 }
 
-pub async fn run(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+pub async fn run(svc: &Services, job: &ClaimedJob) -> Result<Ended, StoreError> {
     match &job.payload {
         JobPayload::ProcessEvent { event_id } => process_event(svc, job, *event_id).await,
         JobPayload::Pass {
@@ -77,7 +79,7 @@ async fn apply(
     job: &ClaimedJob,
     finish: Finish,
     input: Input<'static>,
-) -> Result<Outcome, StoreError> {
+) -> Result<Ended, StoreError> {
     apply_with(svc, job, finish, move |t, policy, now| {
         decide(t, &input, policy, now)
     })
@@ -91,39 +93,41 @@ async fn apply_with(
     job: &ClaimedJob,
     finish: Finish,
     decision: impl Fn(&Thread, &Policy, i64) -> Decision + Send + 'static,
-) -> Result<Outcome, StoreError> {
+) -> Result<Ended, StoreError> {
     let now = now_ms();
     let outcome = outcome_of(&finish);
     let policy = Arc::clone(&svc.policy);
-    let decision = svc
+    let finished = svc
         .store
-        .finish_and_apply(job, finish, now, move |t| decision(t, &policy, now))
+        .finish_apply_then(job, finish, then(svc), now, move |t| {
+            decision(t, &policy, now)
+        })
         .await?;
-    match decision {
-        Some(d) => {
-            svc.metrics.decision(&d);
-            if let Some(cause) = &d.cause {
-                info!(
-                    state = d.thread.state.as_str(),
-                    epoch = d.thread.epoch,
-                    cause = cause.as_str(),
-                    "thread updated"
-                );
-            }
-            if !d.jobs.is_empty() {
-                svc.wake.notify_one();
-            }
-            Ok(outcome)
+    let (decision, ended) = Ended::of(finished, outcome);
+    if let Some(d) = &decision {
+        svc.metrics.decision(d);
+        if let Some(cause) = &d.cause {
+            info!(
+                state = d.thread.state.as_str(),
+                epoch = d.thread.epoch,
+                cause = cause.as_str(),
+                "thread updated"
+            );
         }
-        None => Ok(Outcome::LostLease),
+        // The worker claims what this decision queued, unless the store just claimed it for
+        // this run to hand on.
+        if d.jobs.len() > usize::from(ended.next.is_some()) {
+            svc.wake.notify_one();
+        }
     }
+    Ok(ended)
 }
 
 async fn process_event(
     svc: &Services,
     job: &ClaimedJob,
     event_id: i64,
-) -> Result<Outcome, StoreError> {
+) -> Result<Ended, StoreError> {
     match svc.store.event(event_id).await? {
         Some(event) => {
             apply_with(svc, job, Finish::Done, move |t, policy, now| {
@@ -201,7 +205,7 @@ async fn thread_control(
     job: &ClaimedJob,
     control: Control<'_>,
     epoch: i64,
-) -> Result<Outcome, StoreError> {
+) -> Result<Ended, StoreError> {
     const MOOT: &str = "moot: the thread no longer waits for this call (it moved on, or a newer handover or return)";
     let (page_id, psid) = thread_of(job)?;
     let started_at = now_ms();
@@ -264,7 +268,7 @@ async fn thread_control(
     {
         Mark::Marked => {}
         Mark::Moot => return skip(svc, job, MOOT).await,
-        Mark::LostLease => return Ok(Outcome::LostLease),
+        Mark::LostLease => return Ok(Outcome::LostLease.into()),
     }
     let result = match control {
         Control::Pass { target, metadata } => {
@@ -289,7 +293,7 @@ async fn verify(
     svc: &Services,
     job: &ClaimedJob,
     psid: &str,
-) -> Result<Option<ThreadOwner>, Result<Outcome, StoreError>> {
+) -> Result<Option<ThreadOwner>, Result<Ended, StoreError>> {
     let result = svc.graph.thread_owner(psid).await;
     graph_metric(svc, "thread_owner", &result);
     match result {
@@ -317,7 +321,7 @@ async fn thread_control_done(
     endpoint: &str,
     result: Result<(), GraphError>,
     done: impl Fn(Result<(), Failure>) -> Input<'static>,
-) -> Result<Outcome, StoreError> {
+) -> Result<Ended, StoreError> {
     graph_metric(svc, endpoint, &result);
     match result {
         Ok(()) => apply(svc, job, Finish::Done, done(Ok(()))).await,
@@ -339,7 +343,7 @@ async fn sync(
     job: &ClaimedJob,
     epoch: i64,
     mode: Option<ContextOnReturn>,
-) -> Result<Outcome, StoreError> {
+) -> Result<Ended, StoreError> {
     let Some(client) = &svc.dialogflow else {
         return skip(
             svc,
@@ -393,7 +397,7 @@ async fn send_welcome(
     job: &ClaimedJob,
     kind: WelcomeKind,
     epoch: i64,
-) -> Result<Outcome, StoreError> {
+) -> Result<Ended, StoreError> {
     let (page_id, psid) = thread_of(job)?;
     let Some(thread) = svc.store.thread(page_id, psid).await? else {
         return skip(svc, job, "unknown thread").await;
@@ -422,7 +426,7 @@ async fn send_welcome(
     match svc.store.mark_in_doubt(job, State::Bot, epoch).await? {
         Mark::Marked => {}
         Mark::Moot => return finish(svc, job, replan(job)).await,
-        Mark::LostLease => return Ok(Outcome::LostLease),
+        Mark::LostLease => return Ok(Outcome::LostLease.into()),
     }
     let result = svc
         .graph
@@ -463,11 +467,7 @@ async fn send_welcome(
     }
 }
 
-async fn check_owner(
-    svc: &Services,
-    job: &ClaimedJob,
-    why: CheckWhy,
-) -> Result<Outcome, StoreError> {
+async fn check_owner(svc: &Services, job: &ClaimedJob, why: CheckWhy) -> Result<Ended, StoreError> {
     let (_, psid) = thread_of(job)?;
     let started_at = now_ms();
     let result = svc.graph.thread_owner(psid).await;
@@ -498,7 +498,7 @@ pub const RECONCILE_SINGLETON: &str = "reconcile";
 /// Threads the reconciler checks per run, for each of its two budgets.
 const STUCK_BATCH: i64 = 100;
 
-async fn reconcile(svc: &Services, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+async fn reconcile(svc: &Services, job: &ClaimedJob) -> Result<Ended, StoreError> {
     let now = now_ms();
     let stuck = svc.store.stuck_threads(now, STUCK_BATCH).await?;
     let check = JobPayload::CheckOwner {

@@ -7,7 +7,7 @@ use crate::app::Services;
 use crate::dialogflow::api::DialogflowError;
 use crate::jobs::backoff;
 use crate::messenger::graph::GraphError;
-use crate::store::{ClaimedJob, Finish, StoreError};
+use crate::store::{ClaimedJob, Finish, Finished, StoreError, Then};
 use crate::time::now_ms;
 use handover_core::jobs::JobPayload;
 use handover_core::machine::CLOCK_SKEW_MS;
@@ -34,6 +34,40 @@ impl Outcome {
     }
 }
 
+/// A run's end: its outcome, and the job of the same thread the store claimed after it, which
+/// the worker runs next in its place.
+#[derive(Debug)]
+pub struct Ended {
+    pub outcome: Outcome,
+    pub next: Option<ClaimedJob>,
+}
+
+impl From<Outcome> for Ended {
+    fn from(outcome: Outcome) -> Self {
+        Ended {
+            outcome,
+            next: None,
+        }
+    }
+}
+
+impl Ended {
+    /// `outcome` if the store still held the job (`Outcome::LostLease` otherwise).
+    pub(super) fn of<T>(finished: Finished<T>, outcome: Outcome) -> (Option<T>, Ended) {
+        match finished {
+            Finished::Held { result, next } => (Some(result), Ended { outcome, next }),
+            Finished::LostLease => (None, Outcome::LostLease.into()),
+        }
+    }
+}
+
+/// What the worker's store transactions that finish a job claim after it.
+pub(super) fn then(svc: &Services) -> Then {
+    Then::ClaimNext {
+        lease_ms: svc.settings.job_lease_ms as i64,
+    }
+}
+
 pub(super) fn outcome_of(finish: &Finish) -> Outcome {
     match finish {
         Finish::Done => Outcome::Done,
@@ -46,23 +80,22 @@ pub(super) async fn finish(
     svc: &Services,
     job: &ClaimedJob,
     finish: Finish,
-) -> Result<Outcome, StoreError> {
+) -> Result<Ended, StoreError> {
     let outcome = outcome_of(&finish);
-    if svc.store.finish(job, finish, now_ms()).await? {
-        Ok(outcome)
-    } else {
-        Ok(Outcome::LostLease)
-    }
+    let finished = svc
+        .store
+        .finish_then(job, finish, then(svc), now_ms())
+        .await?;
+    Ok(Ended::of(finished, outcome).1)
 }
 
-pub(super) async fn skip(
-    svc: &Services,
-    job: &ClaimedJob,
-    why: &str,
-) -> Result<Outcome, StoreError> {
+pub(super) async fn skip(svc: &Services, job: &ClaimedJob, why: &str) -> Result<Ended, StoreError> {
     info!(why, "job skipped");
-    finish(svc, job, Finish::Done).await?;
-    Ok(Outcome::Skipped)
+    let mut ended = finish(svc, job, Finish::Done).await?;
+    if ended.outcome == Outcome::Done {
+        ended.outcome = Outcome::Skipped;
+    }
+    Ok(ended)
 }
 
 /// A failed call, as the retry policy needs to know it.

@@ -35,14 +35,19 @@ pub fn worker_id() -> String {
 pub async fn run(svc: Shared, stop: CancellationToken) {
     let id = worker_id();
     let concurrency = svc.settings.job_concurrency;
-    let mut running: JoinSet<()> = JoinSet::new();
+    // Each task ends with the job the store claimed after its own, if any (`Then::ClaimNext`).
+    let mut running: JoinSet<Option<ClaimedJob>> = JoinSet::new();
     // The job each task runs, for releasing it when it is stopped at shutdown.
     let mut held: HashMap<Id, ClaimedJob> = HashMap::new();
     let mut next_singleton_check = 0i64;
     info!(worker = id.as_str(), concurrency, "job worker started");
+    // Whether to ask the store for due jobs this round. Not when the only news is a task that
+    // handed on a successor: the slot it freed is taken again, and a claim would find nothing
+    // the successor claims do not already cover.
+    let mut claim_now = true;
     loop {
         while let Some(ended) = running.try_join_next_with_id() {
-            held.remove(&task_id(&ended));
+            claim_now |= hand_on(&svc, &stop, &mut running, &mut held, ended).await;
         }
         if stop.is_cancelled() {
             break;
@@ -63,7 +68,7 @@ pub async fn run(svc: Shared, stop: CancellationToken) {
         }
         let free = concurrency.saturating_sub(running.len());
         let mut claimed = 0;
-        if free > 0 {
+        if free > 0 && std::mem::take(&mut claim_now) {
             match svc
                 .store
                 .claim(&id, free as i64, svc.settings.job_lease_ms as i64, now)
@@ -80,22 +85,24 @@ pub async fn run(svc: Shared, stop: CancellationToken) {
             }
         }
         if claimed > 0 && claimed == free {
+            claim_now = true;
             continue; // there may be more due right now
         }
         let idle = idle_time(&svc, now).await;
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = svc.wake.notified() => {}
-            _ = tokio::time::sleep(idle) => {}
+            _ = svc.wake.notified() => claim_now = true,
+            _ = tokio::time::sleep(idle) => claim_now = true,
             Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
-                held.remove(&task_id(&ended));
+                claim_now |= hand_on(&svc, &stop, &mut running, &mut held, ended).await;
             }
         }
     }
     let grace = Duration::from_secs(svc.settings.shutdown_grace_secs);
     let drained = tokio::time::timeout(crate::shutdown::drain_time(grace), async {
         while let Some(ended) = running.join_next_with_id().await {
-            held.remove(&task_id(&ended));
+            // Stopping: a successor is released, not run.
+            hand_on(&svc, &stop, &mut running, &mut held, ended).await;
         }
     })
     .await;
@@ -111,35 +118,73 @@ pub async fn run(svc: Shared, stop: CancellationToken) {
     info!(worker = id.as_str(), "job worker stopped");
 }
 
-fn task_id(ended: &Result<(Id, ()), JoinError>) -> Id {
+type TaskEnd = Result<(Id, Option<ClaimedJob>), JoinError>;
+
+fn task_id(ended: &TaskEnd) -> Id {
     match ended {
-        Ok((id, ())) => *id,
+        Ok((id, _)) => *id,
         Err(e) => e.id(),
+    }
+}
+
+/// A task ended: the job the store claimed after its own runs at once in its place, or, when
+/// the worker is stopping, is released to run again at once elsewhere. `true` when nothing
+/// took the slot (the worker should claim).
+async fn hand_on(
+    svc: &Shared,
+    stop: &CancellationToken,
+    running: &mut JoinSet<Option<ClaimedJob>>,
+    held: &mut HashMap<Id, ClaimedJob>,
+    ended: TaskEnd,
+) -> bool {
+    held.remove(&task_id(&ended));
+    let Ok((_, Some(next))) = ended else {
+        return true;
+    };
+    if stop.is_cancelled() {
+        release_one(svc, &next).await;
+        return false;
+    }
+    let task = running.spawn(run_one(svc.clone(), next.clone()));
+    held.insert(task.id(), next);
+    false
+}
+
+/// Ends the lease of a job claimed but not run, so that it is claimable at once.
+async fn release_one(svc: &Shared, job: &ClaimedJob) -> bool {
+    match svc.store.extend_lease(job, now_ms()).await {
+        Ok(released) => released,
+        Err(e) => {
+            warn!(job = job.id, error = %e, "could not release a stopped job; it runs again after its lease");
+            false
+        }
     }
 }
 
 /// Stops the jobs still running at the end of the drain and ends their leases now, so another
 /// replica (or the next start) claims them at once instead of after `JOB_LEASE_MS`. A call one
 /// of them made stays marked in doubt in the store, and is verified before it is repeated.
-async fn release(svc: &Shared, running: &mut JoinSet<()>, held: &mut HashMap<Id, ClaimedJob>) {
+async fn release(
+    svc: &Shared,
+    running: &mut JoinSet<Option<ClaimedJob>>,
+    held: &mut HashMap<Id, ClaimedJob>,
+) {
     running.abort_all();
     let mut stopped = Vec::new();
     while let Some(ended) = running.join_next_with_id().await {
         let job = held.remove(&task_id(&ended));
-        // A job that finished as it was stopped keeps its outcome.
-        if matches!(&ended, Err(e) if e.is_cancelled()) {
-            stopped.extend(job);
+        match ended {
+            // A job that finished as it was stopped keeps its outcome; its successor is not run.
+            Ok((_, next)) => stopped.extend(next),
+            Err(e) if e.is_cancelled() => stopped.extend(job),
+            Err(_) => {}
         }
     }
-    let now = now_ms();
     let mut released = 0;
     for job in &stopped {
-        match svc.store.extend_lease(job, now).await {
-            Ok(true) => released += 1,
-            Ok(false) => {} // finished (or taken over) meanwhile
-            Err(e) => {
-                warn!(job = job.id, error = %e, "could not release a stopped job; it runs again after its lease")
-            }
+        // `false`: finished (or taken over) meanwhile.
+        if release_one(svc, job).await {
+            released += 1;
         }
     }
     warn!(
@@ -162,7 +207,8 @@ async fn idle_time(svc: &Shared, now: i64) -> Duration {
     }
 }
 
-async fn run_one(svc: Shared, job: ClaimedJob) {
+/// Runs `job`; returns the job the store claimed after it, for the worker to run next.
+async fn run_one(svc: Shared, job: ClaimedJob) -> Option<ClaimedJob> {
     let kind = job.payload.kind();
     let thread = match (&job.page_id, &job.psid) {
         (Some(page), Some(psid)) => svc.pseudonyms.thread(page, psid),
@@ -176,15 +222,16 @@ async fn run_one(svc: Shared, job: ClaimedJob) {
         result = run::run(&svc, &job).instrument(span.clone()) => result,
         never = keep_lease(&svc, &job) => match never {},
     };
-    let outcome = match result {
-        Ok(outcome) => outcome.as_str(),
+    let (outcome, next) = match result {
+        Ok(ended) => (ended.outcome.as_str(), ended.next),
         Err(e) => {
             // The store failed mid-job: the lease runs out and the job runs again.
             span.in_scope(|| error!(error = %e, "job interrupted by a store error"));
-            "store_error"
+            ("store_error", None)
         }
     };
     svc.metrics.job_finished(kind.as_str(), outcome);
+    next
 }
 
 async fn keep_lease(svc: &Shared, job: &ClaimedJob) -> Infallible {

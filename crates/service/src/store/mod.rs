@@ -47,7 +47,8 @@ pub use admin::{AdminJob, AdminThread, Retry, ThreadCursor};
 pub use engine::WritesPaused;
 pub use events::IngestReport;
 pub use queue::{
-    CLAIM_PLAN_POSTGRES, ClaimedJob, Finish, JobRow, JobStatus, Mark, claim_statement,
+    CLAIM_PLAN_POSTGRES, ClaimedJob, Finish, Finished, JobRow, JobStatus, Mark, Then,
+    claim_statement,
 };
 pub use retention::{BATCH as RETENTION_BATCH, Pruned, Retention};
 pub use threads::TransitionRow;

@@ -91,6 +91,47 @@ pub enum Finish {
     },
 }
 
+/// What the transaction that finishes a job does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// Nothing more (tests and tools, which claim for themselves).
+    Stop,
+    /// Claim the first job of the same thread that may run now, for the same worker, with this
+    /// lease: the worker runs it at once, without a claim transaction of its own or a wait
+    /// for its next round (a return's take, sync and welcome follow each other so).
+    ClaimNext { lease_ms: i64 },
+}
+
+/// The end of a run as the store took it.
+#[derive(Debug)]
+pub enum Finished<T> {
+    /// This worker no longer held the job: nothing was changed.
+    LostLease,
+    /// Finished; `next` is the job claimed after it (`Then::ClaimNext`).
+    Held { result: T, next: Option<ClaimedJob> },
+}
+
+/// Finishes `job` and, if it was held, runs `and` and the claim `then` asks for, in the
+/// caller's transaction.
+pub(super) fn finish_then_in<T>(
+    conn: &mut dyn Conn,
+    job: &ClaimedJob,
+    finish: &Finish,
+    then: Then,
+    now: i64,
+    and: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+) -> Result<Finished<T>, StoreError> {
+    if !finish_in(conn, job, finish, now)? {
+        return Ok(Finished::LostLease);
+    }
+    let result = and(conn)?;
+    let next = match then {
+        Then::Stop => None,
+        Then::ClaimNext { lease_ms } => claim_next_in(conn, job, lease_ms, now)?,
+    };
+    Ok(Finished::Held { result, next })
+}
+
 fn payload_json(payload: &JobPayload) -> Result<String, StoreError> {
     serde_json::to_string(payload).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -192,7 +233,7 @@ pub(super) fn cancel_pending_in(
 }
 
 /// Marks a job finished, if `job.worker_id` still holds it.
-pub(super) fn finish_in(
+fn finish_in(
     conn: &mut dyn Conn,
     job: &ClaimedJob,
     finish: &Finish,
@@ -302,6 +343,20 @@ const CLAIM_POSTGRES: &str = claim!(
     " ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE OF j SKIP LOCKED"
 );
 
+/// The successor claim (`Then::ClaimNext`): the first job of the finished job's thread that
+/// may run now, in any of its lanes (`$5`, `$6`, `$7`), by the thread's index.
+const CLAIM_NEXT_SQLITE: &str = concat!(
+    "SELECT j.id, j.page_id, j.psid, j.payload, j.attempts + 1, j.created_at, j.in_doubt \
+     FROM jobs j INDEXED BY jobs_thread ",
+    eligible!(),
+    " AND j.thread_key IN ($5, $6, $7) ORDER BY j.run_at, j.id LIMIT $2"
+);
+const CLAIM_NEXT_POSTGRES: &str = claim!(
+    "FROM jobs j ",
+    " AND j.thread_key IN ($5, $6, $7) ORDER BY j.run_at, j.id LIMIT $2 \
+     FOR UPDATE OF j SKIP LOCKED"
+);
+
 /// The claim's query on `backend` (for tests of its plan): on SQLite the one that finds the
 /// jobs, on PostgreSQL the update that finds and takes them.
 #[doc(hidden)]
@@ -330,17 +385,58 @@ fn claim_in(
         }
         Backend::Sqlite => {
             let rows = conn.query(CLAIM_SQLITE, &claim[..2])?;
-            let mut one = claim.to_vec();
-            one.push(Value::Null); // the job's id, set per row
-            for row in &rows {
-                one[4] = Value::Int(row.int(0)?);
-                conn.execute(CLAIM_ONE_SQLITE, &one)?;
-            }
+            take_sqlite(conn, &rows, claim)?;
             rows
         }
     };
+    claimed_from(conn, &rows, worker_id, now)
+}
+
+/// SQLite: takes each job `rows` found, with the claim's parameters.
+fn take_sqlite(conn: &mut dyn Conn, rows: &[Row], claim: &[Value]) -> Result<(), StoreError> {
+    let mut one = claim[..4].to_vec();
+    one.push(Value::Null); // the job's id, set per row
+    for row in rows {
+        one[4] = Value::Int(row.int(0)?);
+        conn.execute(CLAIM_ONE_SQLITE, &one)?;
+    }
+    Ok(())
+}
+
+/// Claims, in the transaction that finished `job`, the first job of its thread that may run
+/// now, for the same worker.
+fn claim_next_in(
+    conn: &mut dyn Conn,
+    job: &ClaimedJob,
+    lease_ms: i64,
+    now: i64,
+) -> Result<Option<ClaimedJob>, StoreError> {
+    let (Some(page), Some(psid)) = (job.page_id.as_deref(), job.psid.as_deref()) else {
+        return Ok(None);
+    };
+    let [a, b, c] = lanes(&thread_key(page, psid));
+    let worker = job.worker_id.as_str();
+    let claim = params![now, 1i64, now + lease_ms, worker, &a, &b, &c];
+    let rows = match conn.backend() {
+        Backend::Postgres => conn.query(CLAIM_NEXT_POSTGRES, claim)?,
+        Backend::Sqlite => {
+            let rows = conn.query(CLAIM_NEXT_SQLITE, claim)?;
+            take_sqlite(conn, &rows, claim)?;
+            rows
+        }
+    };
+    Ok(claimed_from(conn, &rows, worker, now)?.pop())
+}
+
+/// The claimed jobs of `rows`, by id; a job whose payload cannot be decoded fails at once.
+fn claimed_from(
+    conn: &mut dyn Conn,
+    rows: &[Row],
+    worker_id: &str,
+    now: i64,
+) -> Result<Vec<ClaimedJob>, StoreError> {
     let mut jobs = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let id = row.int(0)?;
         match serde_json::from_str(&row.text(3)?) {
             Ok(payload) => jobs.push(ClaimedJob {
@@ -428,10 +524,23 @@ impl Store {
         finish: Finish,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let finished = self.finish_then(job, finish, Then::Stop, now).await?;
+        Ok(matches!(finished, Finished::Held { .. }))
+    }
+
+    /// Finishes a job that needs no state change, then claims what `then` asks for, in one
+    /// transaction.
+    pub async fn finish_then(
+        &self,
+        job: &ClaimedJob,
+        finish: Finish,
+        then: Then,
+        now: i64,
+    ) -> Result<Finished<()>, StoreError> {
         let job = job.clone();
         self.engine
             .write(WriteKind::BACKGROUND, move |conn| {
-                finish_in(conn, &job, &finish, now)
+                finish_then_in(conn, &job, &finish, then, now, |_| Ok(()))
             })
             .await
     }

@@ -2,7 +2,7 @@
 
 use super::db::{Conn, Row, params};
 use super::engine::WriteKind;
-use super::queue::{self, ClaimedJob, Finish};
+use super::queue::{self, ClaimedJob, Finish, Finished, Then};
 use super::{Backend, Shared, Store, StoreError};
 use handover_core::jobs::WelcomeKind;
 use handover_core::thread::{Ask, Snapshot};
@@ -318,6 +318,29 @@ impl Store {
     where
         F: Fn(&Thread) -> Decision + Send + 'static,
     {
+        Ok(
+            match self
+                .finish_apply_then(job, finish, Then::Stop, now, decide)
+                .await?
+            {
+                Finished::Held { result, .. } => Some(result),
+                Finished::LostLease => None,
+            },
+        )
+    }
+
+    /// `finish_and_apply`, then the claim `then` asks for, in the same transaction.
+    pub async fn finish_apply_then<F>(
+        &self,
+        job: &ClaimedJob,
+        finish: Finish,
+        then: Then,
+        now: i64,
+        decide: F,
+    ) -> Result<Finished<Decision>, StoreError>
+    where
+        F: Fn(&Thread) -> Decision + Send + 'static,
+    {
         let (Some(page_id), Some(psid)) = (job.page_id.clone(), job.psid.clone()) else {
             return Err(StoreError::Corrupt(format!("job {} has no thread", job.id)));
         };
@@ -336,10 +359,9 @@ impl Store {
                         params![&page, &user],
                     )?;
                 }
-                if !queue::finish_in(conn, &job, &finish, now)? {
-                    return Ok(None);
-                }
-                apply_in(conn, &shared, &page, &user, now, &decide).map(Some)
+                queue::finish_then_in(conn, &job, &finish, then, now, |conn| {
+                    apply_in(conn, &shared, &page, &user, now, &decide)
+                })
             })
             .await;
         if result.is_err() {

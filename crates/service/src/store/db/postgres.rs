@@ -144,8 +144,13 @@ impl PgConn {
     }
 }
 
+/// The server's message and SQLSTATE, which the error's own text ("db error") leaves out. Not
+/// its detail, which may quote the row's values.
 fn db_error(e: postgres::Error) -> StoreError {
-    StoreError::Db(e.to_string())
+    StoreError::Db(match e.as_db_error() {
+        Some(db) => format!("{}: {} (SQLSTATE {})", e, db.message(), db.code().code()),
+        None => e.to_string(),
+    })
 }
 
 fn tls_config(url: &PgUrl) -> Result<ClientConfig, StoreError> {

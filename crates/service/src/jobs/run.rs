@@ -260,15 +260,18 @@ async fn thread_control(
     }
     // The mark checks that the thread still waits for this call, so the common run reads
     // nothing before it. A thread that no longer waits never does again (a new wait has a
-    // new epoch): the call is moot.
-    match svc
-        .store
-        .mark_in_doubt(job, control.waiting_state(), epoch)
-        .await?
-    {
-        Mark::Marked => {}
-        Mark::Moot => return skip(svc, job, MOOT).await,
-        Mark::LostLease => return Ok(Outcome::LostLease.into()),
+    // new epoch): the call is moot. A job handed on by the decision that made the thread wait
+    // was marked then.
+    if !job.marked {
+        match svc
+            .store
+            .mark_in_doubt(job, control.waiting_state(), epoch)
+            .await?
+        {
+            Mark::Marked => {}
+            Mark::Moot => return skip(svc, job, MOOT).await,
+            Mark::LostLease => return Ok(Outcome::LostLease.into()),
+        }
     }
     let result = match control {
         Control::Pass { target, metadata } => {

@@ -9,7 +9,7 @@
 use super::db::{Conn, Row, Value, params};
 use super::engine::WriteKind;
 use super::{Backend, Store, StoreError};
-use handover_core::State;
+use handover_core::{State, Thread};
 use handover_core::event::IncomingEvent;
 use handover_core::jobs::{JobKind, JobPayload, events_lane, lanes};
 use handover_core::thread::thread_key;
@@ -48,6 +48,9 @@ pub struct ClaimedJob {
     /// An earlier run made its call and its outcome is unknown (it timed out, or the process
     /// died during it): the effect may already have happened.
     pub in_doubt: bool,
+    /// This run's in-doubt mark is already stored: it was made in the transaction that handed
+    /// the job on, where the thread was as its call expects (`mark_handed_on_call_in`).
+    pub marked: bool,
 }
 
 /// A job as stored, for tests, the demo and operators.
@@ -130,6 +133,27 @@ pub(super) fn finish_then_in<T>(
         Then::ClaimNext { lease_ms } => claim_next_in(conn, job, lease_ms, now)?,
     };
     Ok(Finished::Held { result, next })
+}
+
+/// A pass or take handed on by the decision that made its thread wait for it: the in-doubt
+/// mark its call needs first is made here, where the thread is known to be as the call
+/// expects, instead of in a transaction of its own just before the call. A job already in
+/// doubt is left for its run to verify first.
+pub(super) fn mark_handed_on_call_in(
+    conn: &mut dyn Conn,
+    job: &mut ClaimedJob,
+    thread: &Thread,
+) -> Result<(), StoreError> {
+    if job.in_doubt || job.payload.thread_control_waits_for() != Some((thread.state, thread.epoch))
+    {
+        return Ok(());
+    }
+    conn.execute(
+        "UPDATE jobs SET in_doubt = 1 WHERE id = $1",
+        params![job.id],
+    )?;
+    job.marked = true;
+    Ok(())
 }
 
 fn payload_json(payload: &JobPayload) -> Result<String, StoreError> {
@@ -448,6 +472,7 @@ fn claimed_from(
                 worker_id: worker_id.to_owned(),
                 created_at: row.int(5)?,
                 in_doubt: row.int(6)? != 0,
+                marked: false,
             }),
             Err(e) => {
                 // E.g. written by a newer version during a rolling deploy: this job fails

@@ -359,9 +359,17 @@ impl Store {
                         params![&page, &user],
                     )?;
                 }
-                queue::finish_then_in(conn, &job, &finish, then, now, |conn| {
+                let mut finished = queue::finish_then_in(conn, &job, &finish, then, now, |conn| {
                     apply_in(conn, &shared, &page, &user, now, &decide)
-                })
+                })?;
+                if let Finished::Held {
+                    result: decision,
+                    next: Some(next),
+                } = &mut finished
+                {
+                    queue::mark_handed_on_call_in(conn, next, &decision.thread)?;
+                }
+                Ok(finished)
             })
             .await;
         if result.is_err() {

@@ -463,6 +463,8 @@ for backend in $BACKENDS; do
         --inbox-app-id "$INBOX_APP_ID" >"$out" 2>"$W/e2e-$backend.err"; then
         CELL[$backend|e2e_p50]=$(kv "$out" e2e_p50_ms)
         CELL[$backend|e2e_p99]=$(kv "$out" e2e_p99_ms)
+        CELL[$backend|e2e_welcome_p50]=$(kv "$out" e2e_welcome_p50_ms)
+        CELL[$backend|e2e_welcome_p99]=$(kv "$out" e2e_welcome_p99_ms)
         CELL[$backend|e2e_queue]=$(kv "$out" e2e_queue_max)
         echo "   $(kv "$out" e2e_takes)/$E2E_USERS takes, max $(kv "$out" e2e_max_ms) ms, client send lag max $(kv "$out" e2e_send_lag_max_ms) ms" >&2
     else
@@ -489,7 +491,7 @@ stop_pid "$FLOOR_PID"
 # ---------------------------------------------------------------------------------------------
 # The table.
 ROWS=(plain_rps plain_p50 plain_p99 handover_rps handover_p50 handover_p99 ingest_rps ingest_p99
-    e2e_p50 e2e_p99 e2e_queue rss ready idle)
+    e2e_p50 e2e_p99 e2e_welcome_p50 e2e_welcome_p99 e2e_queue rss ready idle)
 declare -A LABEL=(
     [plain_rps]="plain intent, req/s"
     [plain_p50]="plain intent, p50 ms"
@@ -501,6 +503,8 @@ declare -A LABEL=(
     [ingest_p99]="signed ingest, p99 ms"
     [e2e_p50]="end-to-end take, p50 ms"
     [e2e_p99]="end-to-end take, p99 ms"
+    [e2e_welcome_p50]="end-to-end welcome back, p50 ms"
+    [e2e_welcome_p99]="end-to-end welcome back, p99 ms"
     [e2e_queue]="end-to-end, max queue depth (pending jobs)"
     [rss]="peak RSS, MiB"
     [ready]="start to /readyz, ms"

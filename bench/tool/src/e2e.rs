@@ -12,6 +12,8 @@
 //!    each at its scheduled time, without waiting for earlier answers; every `mid` distinct.
 //! 3. Waits for every user's take (at most `take_timeout` after the last delivery), sampling the
 //!    queue's pending jobs meanwhile.
+//! 4. Waits for the queue to empty, and reports the latency of the welcome back too: from the
+//!    same delivery to that user's first Send API message, the last thing the user sees.
 //!
 //! Prints `e2e_*=value` lines; fails (false) unless every take arrived and every delivery was
 //! stored.
@@ -251,6 +253,22 @@ async fn run(cfg: &E2e, stub: &Arc<Stub>) -> Result<bool, String> {
     // queue is empty, so it is not left retrying against a closed port.
     let drained = probe::drain_quietly(&http, &metrics_url, Duration::from_secs(30)).await;
     println!("e2e_drained={}", u8::from(drained));
+    // What the user sees last: the welcome back, which follows the take, the context sync and
+    // their store writes.
+    let mut welcomes: Vec<Duration> = stub.with_arrivals(|a| {
+        psids
+            .iter()
+            .zip(&sent)
+            .filter_map(|(psid, sent)| {
+                let welcome = a.messages.get(psid)?;
+                Some(welcome.saturating_duration_since((*sent)?))
+            })
+            .collect()
+    });
+    welcomes.sort_unstable();
+    println!("e2e_welcomes={}", welcomes.len());
+    println!("e2e_welcome_p50_ms={}", ms(percentile(&welcomes, 0.50)));
+    println!("e2e_welcome_p99_ms={}", ms(percentile(&welcomes, 0.99)));
     let mut ok = true;
     if !all {
         ok = false;

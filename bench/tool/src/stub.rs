@@ -8,7 +8,7 @@
 //! - `POST …/messages` (Send API): `{"recipient_id":"…","message_id":"m_…"}`.
 //! - Anything else: `{"success":true}`.
 //!
-//! Optionally it records when each user's first pass and take arrived (for `e2e`).
+//! Optionally it records when each user's first pass, take and message arrived (for `e2e`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +25,21 @@ pub const INBOX_APP_ID: &str = "263902037430900";
 /// The bot app's id used by the benchmark.
 pub const BOT_APP_ID: &str = "111111111111111";
 
-/// When each user's first pass and first take reached the stub.
+/// When each user's first pass, first take and first message reached the stub.
 #[derive(Default)]
 pub struct Arrivals {
     pub passes: HashMap<String, Instant>,
     pub takes: HashMap<String, Instant>,
+    /// In `e2e`, the welcome back that follows the take.
+    pub messages: HashMap<String, Instant>,
+}
+
+/// Which of a user's calls `Stub::record` notes.
+#[derive(Clone, Copy)]
+enum Call {
+    Pass,
+    Take,
+    Message,
 }
 
 pub struct Stub {
@@ -83,10 +93,14 @@ impl Stub {
         }
     }
 
-    fn record(&self, psid: &str, take: bool, at: Instant) {
+    fn record(&self, psid: &str, call: Call, at: Instant) {
         if let Some(m) = &self.arrivals {
             let mut a = m.lock().unwrap_or_else(PoisonError::into_inner);
-            let map = if take { &mut a.takes } else { &mut a.passes };
+            let map = match call {
+                Call::Pass => &mut a.passes,
+                Call::Take => &mut a.takes,
+                Call::Message => &mut a.messages,
+            };
             map.entry(psid.to_owned()).or_insert(at);
         }
     }
@@ -129,11 +143,11 @@ async fn graph(req: HttpRequest, body: web::Bytes, stub: web::Data<Stub>) -> Htt
             match control {
                 "pass_thread_control" => {
                     stub.set_owner(&psid, true);
-                    stub.record(&psid, false, arrived);
+                    stub.record(&psid, Call::Pass, arrived);
                 }
                 "take_thread_control" => {
                     stub.set_owner(&psid, false);
-                    stub.record(&psid, true, arrived);
+                    stub.record(&psid, Call::Take, arrived);
                 }
                 "release_thread_control" => stub.set_owner(&psid, false),
                 _ => {}
@@ -150,6 +164,7 @@ async fn graph(req: HttpRequest, body: web::Bytes, stub: web::Data<Stub>) -> Htt
             let Some(psid) = recipient(&body) else {
                 return graph_error(100, "(#100) The parameter recipient is required");
             };
+            stub.record(&psid, Call::Message, arrived);
             let n = stub.messages.fetch_add(1, Ordering::Relaxed);
             HttpResponse::Ok()
                 .json(json!({ "recipient_id": psid, "message_id": format!("m_stub_{n}") }))

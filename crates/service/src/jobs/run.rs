@@ -170,14 +170,6 @@ enum Control<'a> {
 }
 
 impl Control<'_> {
-    /// The state a thread waits for this call in.
-    fn waiting_state(self) -> State {
-        match self {
-            Control::Pass { .. } => State::Passing,
-            Control::Take { .. } => State::Returning,
-        }
-    }
-
     fn endpoint(self) -> &'static str {
         match self {
             Control::Pass { .. } => "pass_thread_control",
@@ -208,6 +200,12 @@ async fn thread_control(
 ) -> Result<Ended, StoreError> {
     const MOOT: &str = "moot: the thread no longer waits for this call (it moved on, or a newer handover or return)";
     let (page_id, psid) = thread_of(job)?;
+    let Some((waiting, _)) = job.payload.thread_control_waits_for() else {
+        return Err(StoreError::Corrupt(format!(
+            "job {} is not a pass or take",
+            job.id
+        )));
+    };
     let started_at = now_ms();
     let done = |result| {
         let call = CallOutcome {
@@ -222,7 +220,7 @@ async fn thread_control(
     };
     if job.in_doubt {
         let thread = svc.store.thread(page_id, psid).await?;
-        if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((control.waiting_state(), epoch)) {
+        if thread.as_ref().map(|t| (t.state, t.epoch)) != Some((waiting, epoch)) {
             // A return cancelled this pass while its call was in flight (chaos seed 82): if
             // the call landed, the inbox has the thread the bot is believed to own. Only Meta
             // can say; the state machine takes the thread back if it did.
@@ -260,18 +258,11 @@ async fn thread_control(
     }
     // The mark checks that the thread still waits for this call, so the common run reads
     // nothing before it. A thread that no longer waits never does again (a new wait has a
-    // new epoch): the call is moot. A job handed on by the decision that made the thread wait
-    // was marked then.
-    if !job.marked {
-        match svc
-            .store
-            .mark_in_doubt(job, control.waiting_state(), epoch)
-            .await?
-        {
-            Mark::Marked => {}
-            Mark::Moot => return skip(svc, job, MOOT).await,
-            Mark::LostLease => return Ok(Outcome::LostLease.into()),
-        }
+    // new epoch): the call is moot.
+    match svc.store.mark_in_doubt(job, waiting, epoch).await? {
+        Mark::Marked => {}
+        Mark::Moot => return skip(svc, job, MOOT).await,
+        Mark::LostLease => return Ok(Outcome::LostLease.into()),
     }
     let result = match control {
         Control::Pass { target, metadata } => {

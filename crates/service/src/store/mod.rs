@@ -48,7 +48,7 @@ pub use engine::WritesPaused;
 pub use events::IngestReport;
 pub use queue::{
     CLAIM_PLAN_POSTGRES, ClaimedJob, Finish, Finished, JobRow, JobStatus, Mark, Then,
-    claim_statement,
+    claim_next_statement, claim_statement,
 };
 pub use retention::{BATCH as RETENTION_BATCH, Pruned, Retention};
 pub use threads::TransitionRow;

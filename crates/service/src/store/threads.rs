@@ -359,17 +359,11 @@ impl Store {
                         params![&page, &user],
                     )?;
                 }
-                let mut finished = queue::finish_then_in(conn, &job, &finish, then, now, |conn| {
+                // A pass or take handed on here still makes its in-doubt mark in a transaction
+                // of its own: that mark must be synced before the call, and this one is not.
+                queue::finish_then_in(conn, &job, &finish, then, now, |conn| {
                     apply_in(conn, &shared, &page, &user, now, &decide)
-                })?;
-                if let Finished::Held {
-                    result: decision,
-                    next: Some(next),
-                } = &mut finished
-                {
-                    queue::mark_handed_on_call_in(conn, next, &decision.thread)?;
-                }
-                Ok(finished)
+                })
             })
             .await;
         if result.is_err() {

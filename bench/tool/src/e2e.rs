@@ -222,17 +222,7 @@ async fn run(cfg: &E2e, stub: &Arc<Stub>) -> Result<bool, String> {
     .await;
 
     let sent = sent.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    let mut latencies: Vec<Duration> = stub.with_arrivals(|a| {
-        psids
-            .iter()
-            .zip(&sent)
-            .filter_map(|(psid, sent)| {
-                let take = a.takes.get(psid)?;
-                Some(take.saturating_duration_since((*sent)?))
-            })
-            .collect()
-    });
-    latencies.sort_unstable();
+    let latencies = since_sent(stub, &psids, &sent, |a| &a.takes);
     let takes = count_takes();
     let failures = failures.load(Ordering::Relaxed);
 
@@ -255,17 +245,7 @@ async fn run(cfg: &E2e, stub: &Arc<Stub>) -> Result<bool, String> {
     println!("e2e_drained={}", u8::from(drained));
     // What the user sees last: the welcome back, which follows the take, the context sync and
     // their store writes.
-    let mut welcomes: Vec<Duration> = stub.with_arrivals(|a| {
-        psids
-            .iter()
-            .zip(&sent)
-            .filter_map(|(psid, sent)| {
-                let welcome = a.messages.get(psid)?;
-                Some(welcome.saturating_duration_since((*sent)?))
-            })
-            .collect()
-    });
-    welcomes.sort_unstable();
+    let welcomes = since_sent(stub, &psids, &sent, |a| &a.messages);
     println!("e2e_welcomes={}", welcomes.len());
     println!("e2e_welcome_p50_ms={}", ms(percentile(&welcomes, 0.50)));
     println!("e2e_welcome_p99_ms={}", ms(percentile(&welcomes, 0.99)));
@@ -288,6 +268,26 @@ async fn run(cfg: &E2e, stub: &Arc<Stub>) -> Result<bool, String> {
         println!("e2e_error={failures} deliveries were not stored; first: {first}");
     }
     Ok(ok)
+}
+
+/// For each user whose delivery was sent and whose call (`calls`) arrived, the time between,
+/// sorted.
+fn since_sent(
+    stub: &Stub,
+    psids: &[String],
+    sent: &[Option<Instant>],
+    calls: impl Fn(&stub::Arrivals) -> &std::collections::HashMap<String, Instant>,
+) -> Vec<Duration> {
+    let mut latencies: Vec<Duration> = stub.with_arrivals(|a| {
+        let calls = calls(a);
+        psids
+            .iter()
+            .zip(sent)
+            .filter_map(|(psid, sent)| Some(calls.get(psid)?.saturating_duration_since((*sent)?)))
+            .collect()
+    });
+    latencies.sort_unstable();
+    latencies
 }
 
 /// Hands over every user in `psids` with `cfg.concurrency` requests in flight.

@@ -252,6 +252,26 @@ async fn a_pass_that_landed_after_the_return_that_cancelled_it_is_undone(db: Db)
 
 both_backends!(a_pass_that_landed_after_the_return_that_cancelled_it_is_undone);
 
+/// The job handed on by a finish whose lease was held.
+fn held<T>(finished: messenger_handover::store::Finished<T>) -> Option<ClaimedJob> {
+    match finished {
+        messenger_handover::store::Finished::Held { next, .. } => next,
+        messenger_handover::store::Finished::LostLease => panic!("the lease was held"),
+    }
+}
+
+/// Finishes `job` as done, as the worker does: the job handed on after it.
+async fn done_then(store: &Store, job: &ClaimedJob, now: i64) -> Option<ClaimedJob> {
+    use messenger_handover::store::{Finish, Then};
+    let then = Then::ClaimNext { lease_ms: 60_000 };
+    held(
+        store
+            .finish_then(job, Finish::Done, then, now)
+            .await
+            .unwrap(),
+    )
+}
+
 /// A finished job hands on the next job of its thread in the same transaction
 /// (`Then::ClaimNext`), claimed for the same worker as a claim would have: the first that may
 /// run now in any of the thread's lanes, never one that waits behind a running job of its
@@ -302,13 +322,7 @@ async fn a_finished_job_hands_on_its_threads_next_job(db: Db) {
     ));
 
     // The welcome follows the sync; the second fact waits behind the first, still running.
-    let Finished::Held { next, .. } = store
-        .finish_then(&job, Finish::Done, then, now)
-        .await
-        .unwrap()
-    else {
-        panic!("the lease was held");
-    };
+    let next = done_then(&store, &job, now).await;
     let next = next.expect("the welcome is handed on");
     assert_eq!(next.payload, welcome);
     assert_eq!((next.worker_id.as_str(), next.attempts), ("w1", 1));
@@ -332,35 +346,22 @@ async fn a_finished_job_hands_on_its_threads_next_job(db: Db) {
         ];
         Decision::set(t.clone(), "test", jobs)
     };
-    let Finished::Held { next, .. } = store
-        .finish_apply_then(&next, Finish::Done, then, now, decide)
-        .await
-        .unwrap()
-    else {
-        panic!("the lease was held");
-    };
+    let next = held(
+        store
+            .finish_apply_then(&next, Finish::Done, then, now, decide)
+            .await
+            .unwrap(),
+    );
     let next = next.expect("the check due now is handed on");
     assert_eq!(next.payload, check);
 
     // Once the first fact is done elsewhere, the second is next; after it, only the check due
     // later is left, and nothing is handed on.
     assert!(store.finish(&first, Finish::Done, now).await.unwrap());
-    let Finished::Held { next, .. } = store
-        .finish_then(&next, Finish::Done, then, now)
-        .await
-        .unwrap()
-    else {
-        panic!("the lease was held");
-    };
+    let next = done_then(&store, &next, now).await;
     let next = next.expect("the second fact is handed on");
     assert_eq!(next.payload, event(2));
-    let Finished::Held { next, .. } = store
-        .finish_then(&next, Finish::Done, then, now)
-        .await
-        .unwrap()
-    else {
-        panic!("the lease was held");
-    };
+    let next = done_then(&store, &next, now).await;
     assert!(next.is_none(), "nothing else is due: {next:?}");
     let left: Vec<_> = store
         .jobs_for(PAGE_ID, PSID)

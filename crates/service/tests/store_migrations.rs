@@ -110,10 +110,9 @@ async fn a_half_applied_migration_is_refused(db: Db) {
 
 both_backends!(a_half_applied_migration_is_refused);
 
-/// The claim walks `jobs_claimable` in order (and so stops at its limit) rather than gathering
-/// and sorting every due job, on both backends, with a queue of blocked jobs in it.
-async fn the_claim_walks_the_claimable_index(db: Db) {
-    use messenger_handover::store::{Backend, CLAIM_PLAN_POSTGRES, claim_statement};
+/// A fresh store, never analysed, with 300 webhook events of 20 users queued: their jobs
+/// unfinished, most waiting behind their user's first.
+async fn a_queue_of_300_events(db: Db) -> (TestDb, messenger_handover::store::Backend, i64) {
     let test_db = TestDb::new(db).await;
     let store = Store::connect(&test_db.url).await.unwrap();
     store.migrate().await.unwrap();
@@ -125,13 +124,37 @@ async fn the_claim_walks_the_claimable_index(db: Db) {
     }
     let backend = store.backend();
     store.close().await;
-    let claim = claim_statement(backend);
-    // The query that finds the jobs (PostgreSQL's is inside the update), explained with the
-    // claim's own parameters.
-    let select = match claim.rfind(") RETURNING") {
+    (test_db, backend, now)
+}
+
+/// The query of a claim that finds the jobs: PostgreSQL's is inside the update.
+fn finding_query(claim: &'static str) -> &'static str {
+    match claim.rfind(") RETURNING") {
         Some(end) => &claim[claim.find("SELECT j.id").unwrap()..end],
         None => claim,
+    }
+}
+
+/// The lines of a query plan, as `EXPLAIN` (PostgreSQL) or `EXPLAIN QUERY PLAN` (SQLite)
+/// gave them.
+fn plan_lines(
+    backend: messenger_handover::store::Backend,
+    rows: &[messenger_handover::store::db::Row],
+) -> Result<Vec<String>, messenger_handover::store::StoreError> {
+    let column = match backend {
+        messenger_handover::store::Backend::Sqlite => 3,
+        messenger_handover::store::Backend::Postgres => 0,
     };
+    rows.iter().map(|r| r.text(column)).collect()
+}
+
+/// The claim walks `jobs_claimable` in order (and so stops at its limit) rather than gathering
+/// and sorting every due job, on both backends, with a queue of blocked jobs in it.
+async fn the_claim_walks_the_claimable_index(db: Db) {
+    use messenger_handover::store::{Backend, CLAIM_PLAN_POSTGRES, claim_statement};
+    let (test_db, backend, now) = a_queue_of_300_events(db).await;
+    // Explained with the claim's own parameters.
+    let select = finding_query(claim_statement(backend));
     let plan = common::db::with_conn(&test_db.url, move |conn| {
         let explain = match backend {
             Backend::Sqlite => format!("EXPLAIN QUERY PLAN {select}"),
@@ -143,10 +166,7 @@ async fn the_claim_walks_the_claimable_index(db: Db) {
         };
         let params = [now.into(), 16i64.into(), (now + 60_000).into(), "w".into()];
         let rows = conn.query(&explain, &params[..2])?;
-        let column = if backend == Backend::Sqlite { 3 } else { 0 };
-        rows.iter()
-            .map(|r| r.text(column))
-            .collect::<Result<Vec<_>, _>>()
+        plan_lines(backend, &rows)
     })
     .await
     .unwrap()
@@ -166,22 +186,8 @@ both_backends!(the_claim_walks_the_claimable_index);
 /// `jobs_claimable` there: 4 ms and more per finished job.
 async fn the_successor_claim_takes_the_threads_index(db: Db) {
     use messenger_handover::store::{Backend, claim_next_statement};
-    let test_db = TestDb::new(db).await;
-    let store = Store::connect(&test_db.url).await.unwrap();
-    store.migrate().await.unwrap();
-    let now = messenger_handover::time::now_ms();
-    for i in 0..300 {
-        let events =
-            common::mocks::standby_events(&format!("{}", 900 + i % 20), &format!("m_{i}"), "hi");
-        store.ingest(events, now).await.unwrap();
-    }
-    let backend = store.backend();
-    store.close().await;
-    let claim = claim_next_statement(backend);
-    let select = match claim.rfind(") RETURNING") {
-        Some(end) => &claim[claim.find("SELECT j.id").unwrap()..end],
-        None => claim,
-    };
+    let (test_db, backend, now) = a_queue_of_300_events(db).await;
+    let select = finding_query(claim_next_statement(backend));
     let lane = "958823367603818/905";
     let plan = common::db::with_conn(&test_db.url, move |conn| {
         let rows = match backend {
@@ -210,10 +216,7 @@ async fn the_successor_claim_takes_the_threads_index(db: Db) {
                 conn.query(&execute, &[])?
             }
         };
-        let column = if backend == Backend::Sqlite { 3 } else { 0 };
-        rows.iter()
-            .map(|r| r.text(column))
-            .collect::<Result<Vec<_>, _>>()
+        plan_lines(backend, &rows)
     })
     .await
     .unwrap()

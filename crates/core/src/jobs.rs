@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::thread::State;
-
 /// Which message the service sends the user on its own: a welcome when the bot has the
 /// thread again, or the notice that a handover could not happen.
 #[derive(
@@ -214,16 +212,6 @@ impl JobPayload {
             Self::Reconcile => JobKind::Reconcile,
             Self::Notify { .. } => JobKind::Notify,
             Self::WaitingCheck { .. } => JobKind::WaitingCheck,
-        }
-    }
-
-    /// A pass or take is made for one wait of the thread: its state then (`PASSING` or
-    /// `RETURNING`) and its epoch. Once the thread is no longer so, the call is moot.
-    pub fn thread_control_waits_for(&self) -> Option<(State, i64)> {
-        match self {
-            Self::Pass { epoch, .. } => Some((State::Passing, *epoch)),
-            Self::Take { epoch, .. } => Some((State::Returning, *epoch)),
-            _ => None,
         }
     }
 

@@ -170,6 +170,14 @@ enum Control<'a> {
 }
 
 impl Control<'_> {
+    /// The state a thread waits for this call in.
+    fn waiting_state(self) -> State {
+        match self {
+            Control::Pass { .. } => State::Passing,
+            Control::Take { .. } => State::Returning,
+        }
+    }
+
     fn endpoint(self) -> &'static str {
         match self {
             Control::Pass { .. } => "pass_thread_control",
@@ -200,12 +208,7 @@ async fn thread_control(
 ) -> Result<Ended, StoreError> {
     const MOOT: &str = "moot: the thread no longer waits for this call (it moved on, or a newer handover or return)";
     let (page_id, psid) = thread_of(job)?;
-    let Some((waiting, _)) = job.payload.thread_control_waits_for() else {
-        return Err(StoreError::Corrupt(format!(
-            "job {} is not a pass or take",
-            job.id
-        )));
-    };
+    let waiting = control.waiting_state();
     let started_at = now_ms();
     let done = |result| {
         let call = CallOutcome {
